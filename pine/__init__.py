@@ -1,0 +1,1 @@
+"""Pine: trading operations for CME futures strategies."""

@@ -1,0 +1,178 @@
+"""Typed configuration: the shape of ``config.multi_alpha.yml`` (seeds' multi-alpha schema).
+
+Models are strict (unknown keys are errors) so that a typo names its key path instead of
+being silently ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from pine.sessions import SessionCalendar
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabentoConfig(_Strict):
+    api_key: SecretStr | None = None
+    dataset: str = "GLBX.MDP3"
+    schema_: str = Field(default="trades", alias="schema")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+
+class RedisConfig(_Strict):
+    """``url`` wins; empty url and no host means: start a private Redis server."""
+
+    url: SecretStr | None = None
+    host: str | None = None
+    port: int = 6379
+    db: int = 0
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+    def resolved_url(self) -> str | None:
+        if self.url is not None:
+            return self.url.get_secret_value()
+        if self.host:
+            return f"redis://{self.host}:{self.port}/{self.db}"
+        return None
+
+
+class SessionsConfig(_Strict):
+    close: time = time(17, 0)
+    timezone: str = "America/Chicago"
+    # Legacy parity only: the fixed 23:00 UTC close is wrong during US daylight time.
+    fixed_utc_close_hour: int | None = Field(default=None, ge=0, le=23)
+
+    def calendar(self) -> SessionCalendar:
+        if self.fixed_utc_close_hour is not None:
+            return SessionCalendar.fixed_utc(self.fixed_utc_close_hour)
+        return SessionCalendar(close=self.close, timezone=self.timezone)
+
+
+class HeartbeatConfig(_Strict):
+    interval: float = Field(default=30.0, gt=0)
+    write_interval: float = Field(default=30.0, gt=0)
+    # ``{component}`` becomes ``hub`` or ``worker_{strategy}``; relative paths live in the runtime dir.
+    file_path: str = "heartbeat/{component}.json"
+    ttl: float = Field(default=90.0, gt=0)
+
+
+class PortfolioConfig(_Strict):
+    starting_cash: float = Field(default=250_000, gt=0)
+    max_positions: int = Field(default=2, ge=1)
+    daily_stop_loss: float = Field(default=2_500, gt=0)
+
+
+class InstrumentSpec(_Strict):
+    """Contract specification of a root symbol (CME)."""
+
+    multiplier: float = Field(gt=0)
+    tick_size: float = Field(gt=0)
+    databento_product_id: str
+    exchange: str = "CME"
+    margin: float = Field(default=0.0, ge=0)
+    commission: float = Field(default=0.0, ge=0)
+
+    @field_validator("databento_product_id")
+    @classmethod
+    def _parent(cls, v: str) -> str:
+        if not v.endswith(".FUT"):
+            raise ValueError(f"must be a Databento parent symbol such as 'ES.FUT', got {v!r}")
+        return v
+
+
+class StrategyInstrument(_Strict):
+    """Per-strategy trading settings of one instrument."""
+
+    size: int = Field(default=1, ge=1)
+    commission: float | None = Field(default=None, ge=0)
+    ml_enabled: bool = False
+    slippage_ticks: float | None = Field(default=None, ge=0)
+
+
+class StrategyConfig(_Strict):
+    enabled: bool = True
+    strategy_type: str
+    starting_cash: float | None = Field(default=None, gt=0)
+    # TradersPost webhook; empty → paper broker.
+    broker_account: SecretStr | None = None
+    discord_webhook_url: SecretStr | None = None
+    slippage_ticks: float = Field(default=1.0, ge=0)
+    instruments: dict[str, StrategyInstrument]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("broker_account", "discord_webhook_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+    @field_validator("instruments", mode="before")
+    @classmethod
+    def _list_form(cls, v: Any) -> Any:
+        # The seeds use both a list of symbols and a mapping symbol -> settings.
+        if isinstance(v, list):
+            return {str(s): {} for s in v}
+        if isinstance(v, dict):
+            return {str(k): ({} if s is None else s) for k, s in v.items()}
+        return v
+
+    @field_validator("instruments")
+    @classmethod
+    def _non_empty(cls, v: dict[str, StrategyInstrument]) -> dict[str, StrategyInstrument]:
+        if not v:
+            raise ValueError("a strategy needs at least one instrument")
+        return v
+
+
+class PineConfig(_Strict):
+    """The whole configuration file, after ``${VAR}`` interpolation."""
+
+    databento: DatabentoConfig = DatabentoConfig()
+    redis: RedisConfig = RedisConfig()
+    runtime_dir: Path = Path("runtime")
+    contract_map_path: Path = Path("data/contract_map.yml")
+    models_path: Path = Path("models")
+    sessions: SessionsConfig = SessionsConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    portfolio: PortfolioConfig = PortfolioConfig()
+    strategies: dict[str, StrategyConfig]
+    instruments: dict[str, InstrumentSpec]
+    # Where this config was read from (set by the loader, for messages and relative paths).
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _instruments_known(self) -> PineConfig:
+        for name, strat in self.strategies.items():
+            for sym in strat.instruments:
+                if sym not in self.instruments:
+                    raise ValueError(
+                        f"strategies.{name}.instruments.{sym}: no such instrument in 'instruments' "
+                        f"(known: {', '.join(sorted(self.instruments))})"
+                    )
+        return self
+
+    def enabled_strategies(self) -> dict[str, StrategyConfig]:
+        return {n: s for n, s in self.strategies.items() if s.enabled}
+
+    def strategy(self, name: str) -> StrategyConfig:
+        """The named strategy; KeyError with the known names otherwise."""
+        try:
+            return self.strategies[name]
+        except KeyError:
+            raise KeyError(
+                f"unknown strategy {name!r}; configured: {', '.join(sorted(self.strategies)) or 'none'}"
+            ) from None
