@@ -146,3 +146,30 @@ def redact_url(url: str) -> str:
         return url
     scheme, _, rest = url.partition("://")
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+def ensure_runtime_redis(runtime_dir: Path) -> str:
+    """URL of the runtime dir's private Redis, started (detached) if none answers.
+
+    Lets ``pine hub`` and ``pine worker`` started in separate terminals share one server
+    with no Redis configured. ``<runtime>/redis/url`` records it.
+    """
+    record = Path(runtime_dir) / "redis" / "url"
+    if record.exists():
+        url = record.read_text().strip()
+        try:
+            client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+            client.ping()
+            client.close()
+            return url
+        except redis.RedisError:
+            pass
+    server = RedisServer(Path(runtime_dir) / "redis").start()
+    server.proc = None  # detached on purpose: it outlives this process, like a system Redis
+    record.write_text(server.url)
+    return server.url
+
+
+def resolve_redis_url(configured: str | None, runtime_dir: Path) -> str:
+    """``REDIS_URL``/config if set, else the runtime dir's private server."""
+    return configured or ensure_runtime_redis(runtime_dir)

@@ -1,0 +1,108 @@
+"""The ``pine`` command. Heavy libraries are imported inside the commands that use them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pine.config import ConfigError, PineConfig, load_config
+
+Handler = Callable[[argparse.Namespace, PineConfig], int]
+
+
+def _cmd_config_check(args: argparse.Namespace, cfg: PineConfig) -> int:
+    from pine.config.report import config_report
+
+    print(config_report(cfg))
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace, cfg: PineConfig) -> int:
+    from hub.synthetic import synth_command
+
+    return synth_command(cfg, args)
+
+
+def _cmd_hub(args: argparse.Namespace, cfg: PineConfig) -> int:
+    from hub.main import hub_command
+
+    return hub_command(cfg, args)
+
+
+def _cmd_worker(args: argparse.Namespace, cfg: PineConfig) -> int:
+    from workers.main import worker_command
+
+    return worker_command(cfg, args)
+
+
+def _cmd_demo(args: argparse.Namespace, cfg: PineConfig) -> int:
+    from pine.demo import demo_command
+
+    return demo_command(cfg, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pine", description="Pine: trading operations for CME futures strategies")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: $PINE_CONFIG, else ./config.multi_alpha.yml, else the shipped example)",
+    )
+    common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", parents=[common], help="run the whole system on a synthetic market")
+    p.add_argument("--days", type=int, default=10, help="trading days of synthetic market (default 10)")
+    p.add_argument("--speed", default="max", help="replay speed: 'max' or a factor of real time")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser("config", parents=[common], help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    c = csub.add_parser("check", parents=[common], help="print the resolved config (secrets redacted) or its errors")
+    c.set_defaults(handler=_cmd_config_check)
+
+    p = sub.add_parser("synth", parents=[common], help="write a seeded synthetic market as DBN files")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default: <runtime>/market)")
+    p.add_argument("--days", type=int, default=5, help="trading days (default 5)")
+    p.add_argument("--start", default="2024-03-04", help="first trading day, YYYY-MM-DD (default 2024-03-04)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--symbols", nargs="*", default=None, help="roots (default: every enabled strategy's)")
+    p.set_defaults(handler=_cmd_synth)
+
+    p = sub.add_parser("hub", parents=[common], help="run the data hub")
+    p.add_argument("--replay", type=Path, nargs="+", default=None, help="DBN file(s) to replay (.dbn or .dbn.zst)")
+    p.add_argument("--speed", default="max", help="replay speed: 'max' or a factor of real time")
+    p.set_defaults(handler=_cmd_hub)
+
+    p = sub.add_parser("worker", parents=[common], help="run one strategy worker")
+    p.add_argument("--strategy", required=True, help="strategy name from the config")
+    p.add_argument(
+        "--stop-at-end", action="store_true", help="exit when the hub has finished a replay and every bar is done"
+    )
+    p.set_defaults(handler=_cmd_worker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pine.logs import setup_logging
+
+    setup_logging(args.command, args.log_level)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"pine: configuration error in {exc}", file=sys.stderr)
+        return 1
+    try:
+        return int(args.handler(args, cfg))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
