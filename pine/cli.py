@@ -38,7 +38,7 @@ def _cmd_worker(args: argparse.Namespace, cfg: PineConfig) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, cfg: PineConfig) -> int:
-    from pine.demo import demo_command
+    from orchestration.demo import demo_command
 
     return demo_command(cfg, args)
 
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=10, help="trading days of synthetic market (default 10)")
     p.add_argument("--speed", default="max", help="replay speed: 'max' or a factor of real time")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--start", default="2024-03-04", help="first trading day of the synthetic market")
     p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("config", parents=[common], help="configuration tools")
