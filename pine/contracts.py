@@ -99,9 +99,11 @@ class ContractMap:
         return root in self.contracts
 
     def roots(self) -> list[str]:
+        """Every root symbol, sorted."""
         return sorted(self.contracts)
 
     def root_of_parent(self, parent: str) -> str | None:
+        """The root whose Databento parent symbol is ``parent`` (``ES.FUT`` → ``ES``), else None."""
         for root, spec in self.contracts.items():
             if spec.parent == parent:
                 return root
@@ -124,14 +126,17 @@ def load_contract_map(path: Path | str) -> ContractMap:
         raise ContractMapError(f"{path}: contract map not found") from None
     except yaml.YAMLError as exc:
         raise ContractMapError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("contracts"), dict):
-        raise ContractMapError(f"{path}: expected a mapping with a 'contracts' mapping of roots")
+    if not isinstance(doc, dict) or not isinstance(doc.get("contracts"), dict) or not doc["contracts"]:
+        raise ContractMapError(f"{path}: contracts: expected a non-empty mapping of roots to specifications")
     contracts: dict[str, ContractSpec] = {}
+    problems: list[str] = []
     for root, spec in doc["contracts"].items():
         try:
             contracts[str(root)] = ContractSpec.model_validate(spec)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ContractMapError(f"{path}: contracts.{root}.{loc}: {err['msg']}") from None
+            for err in exc.errors():
+                key = ".".join(["contracts", str(root), *(str(p) for p in err["loc"])])
+                problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}")
+    if problems:
+        raise ContractMapError(f"{path}: " + "; ".join(problems))
     return ContractMap(contracts, source=path)
