@@ -134,7 +134,7 @@ def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
         client.ping()
     except redis.RedisError as exc:
         raise RedisUnavailableError(
-            f"cannot reach Redis at {redact_url(url)}: {exc}. Start Redis or fix REDIS_URL / redis.url "
+            f"cannot reach Redis at {redact_url(url)}: {str(exc).rstrip(".")}. Start Redis or fix REDIS_URL / redis.url "
             "(leave both empty to let Pine start a private server)"
         ) from exc
     return client

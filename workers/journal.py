@@ -1,0 +1,112 @@
+"""Where a strategy reports each Backtrader step: the bars it processed and the trades it closed.
+
+``LedgerJournal`` (live worker) makes processing exactly-once across kill/restart. A worker
+always reads its streams from the beginning; bars at or below a feed's ledger cursor were
+processed by an earlier run and are *replayed*: they go through the strategy again, silently,
+to rebuild indicator and paper-position state (the paper broker is deterministic, and trade
+inserts are idempotent), and are not ledgered again. Bars after the cursor are ledgered
+together with that step's trades in one transaction.
+
+A real broker (issue 4) must not send orders for replayed steps: execution has to check
+``replaying`` before it acts. Issue 5 replaces the full-stream replay by warmup from caches.
+``MemoryJournal`` collects trades of a direct backtest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from workers.bar_stream import StreamId
+from workers.feeds import BarMeta
+from workers.trades_db import LedgerEntry, TradeRecord, TradesDB
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One Backtrader step as a strategy saw it."""
+
+    bars: list[tuple[str, BarMeta]]
+    trades: list[TradeRecord]
+    positions: dict[str, int]
+
+
+class StepJournal(Protocol):
+    """Receives every step of a strategy, after its orders for that step were placed."""
+
+    def record(self, step: Step) -> None:
+        """Take one step's processed bars, closed trades and open positions."""
+        ...
+
+
+@dataclass
+class RunStats:
+    """What a journal has seen in this process (for heartbeats and summaries)."""
+
+    bars: dict[str, int] = field(default_factory=dict)
+    last_bar_end: dict[str, datetime] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)
+    trades_recorded: int = 0
+    replayed_bars: int = 0
+
+    def note(self, step: Step) -> None:
+        """Count the step's bars and remember its positions."""
+        for feed, meta in step.bars:
+            self.bars[feed] = self.bars.get(feed, 0) + 1
+            self.last_bar_end[feed] = meta.end
+        self.positions = step.positions
+
+
+class MemoryJournal:
+    """Keeps trades in memory (direct backtests, tests)."""
+
+    def __init__(self) -> None:
+        self.trades: list[TradeRecord] = []
+        self.stats = RunStats()
+
+    def record(self, step: Step) -> None:
+        self.stats.note(step)
+        self.trades.extend(step.trades)
+        self.stats.trades_recorded += len(step.trades)
+
+
+class LedgerJournal:
+    """Writes new bars and trades to the trades DB, one transaction per step; replays silently."""
+
+    def __init__(self, db: TradesDB, strategy: str, *, on_step: Callable[[], None] | None = None) -> None:
+        self.db = db
+        self.strategy = strategy
+        self.cursors: dict[str, StreamId] = db.cursors(strategy)
+        self.on_step = on_step
+        self.stats = RunStats(trades_recorded=db.trade_count(strategy))
+        self._behind = set(self.cursors)
+
+    @property
+    def replaying(self) -> bool:
+        """True until every feed has passed the bars an earlier run already processed."""
+        return bool(self._behind)
+
+    def record(self, step: Step) -> None:
+        self.stats.note(step)
+        new: list[LedgerEntry] = []
+        for feed, meta in step.bars:
+            cursor = self.cursors.get(feed)
+            if cursor is not None and meta.stream_id <= cursor:
+                self.stats.replayed_bars += 1
+                if meta.stream_id == cursor:
+                    self._behind.discard(feed)
+                continue
+            self._behind.discard(feed)
+            new.append(LedgerEntry(feed, meta.stream_id, meta.end))
+        if new or step.trades:
+            inserted = self.db.record_step(self.strategy, new, step.trades)
+            self.stats.trades_recorded += inserted
+            if inserted < len(step.trades) and new:
+                log.warning("%d trade(s) of a new step were already recorded", len(step.trades) - inserted)
+        if self.on_step is not None:
+            self.on_step()
