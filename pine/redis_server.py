@@ -71,17 +71,22 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             redis_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.data_dir),
-            "--logfile", str(self.log_path),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.data_dir),
+            "--logfile",
+            str(self.log_path),
         ]
         # Own session: a Ctrl-C aimed at the parent must not kill Redis before the
         # parent has flushed what it still has to publish.
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -128,14 +133,15 @@ class RedisServer:
 
 def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
     """A client for ``url`` that fails fast with a clear message if nobody answers."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout + 30,
-                                  health_check_interval=15)
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout + 30, health_check_interval=15
+    )
     try:
         client.ping()
     except redis.RedisError as exc:
         raise RedisUnavailableError(
-            f"cannot reach Redis at {redact_url(url)}: {str(exc).rstrip(".")}. Start Redis or fix REDIS_URL / redis.url "
-            "(leave both empty to let Pine start a private server)"
+            f"cannot reach Redis at {redact_url(url)}: {str(exc).rstrip('.')}. "
+            "Start Redis or fix REDIS_URL / redis.url (leave both empty to let Pine start a private server)"
         ) from exc
     return client
 

@@ -15,14 +15,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test sees the developer's keys, Redis or runtime dir."""
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees the developer's keys, Redis, runtime dir or .env; .env loads are undone."""
+    saved = dict(os.environ)
     for var in ("REDIS_URL", "DATABENTO_API_KEY", "PINE_CONFIG", "DISCORD_WEBHOOK_URL", "POLICY_KILLSWITCH"):
         monkeypatch.delenv(var, raising=False)
     for var in list(os.environ):
         if var.startswith("TRADERSPOST_"):
             monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PINE_RUNTIME_DIR", str(tmp_path / "runtime"))
+    # load_config() reads ./.env: run in an empty directory, not the developer's checkout.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
+    monkeypatch.chdir(cwd)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
