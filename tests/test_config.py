@@ -6,7 +6,6 @@ import copy
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -35,16 +34,10 @@ CANARY_ENV = {
 DELETE = object()
 
 
-@pytest.fixture(autouse=True)
-def _sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """Run in an empty working directory; undo what .env files write into os.environ."""
-    saved = dict(os.environ)
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    yield cwd
-    os.environ.clear()
-    os.environ.update(saved)
+@pytest.fixture
+def _sandbox() -> Path:
+    """The empty working directory conftest runs every test in."""
+    return Path.cwd()
 
 
 def edited(**changes: Any) -> dict[str, Any]:
