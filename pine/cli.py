@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_synth)
 
     p = sub.add_parser("hub", parents=[common], help="run the data hub")
-    p.add_argument("--replay", type=Path, nargs="+", default=None, help="DBN file(s) to replay (.dbn or .dbn.zst)")
+    p.add_argument(
+        "--replay", type=Path, nargs="+", default=None, help="DBN files or directories of them (.dbn or .dbn.zst)"
+    )
     p.add_argument("--speed", default="max", help="replay speed: 'max' or a factor of real time")
     p.set_defaults(handler=_cmd_hub)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from datetime import time
@@ -484,3 +485,15 @@ def test_cli_check_failing_config_exits_1_without_secrets(
     assert f"pine: configuration error in {path}" in proc.stderr
     assert key in proc.stderr
     _assert_no_canary(proc.stdout + proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("sessions", "message"),
+    [
+        ({"close": "16:30"}, "sessions.close: .*on the hour"),
+        ({"timezone": "America/Chikago"}, "sessions.timezone: .*unknown time zone"),
+    ],
+)
+def test_session_settings_are_validated(tmp_path: Path, sessions: dict[str, str], message: str) -> None:
+    err = config_error(write(tmp_path, edited(**{f"sessions.{k}": v for k, v in sessions.items()})))
+    assert re.search(message, str(err)), str(err)

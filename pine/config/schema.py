@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -71,6 +72,24 @@ class SessionsConfig(_Strict):
         # silently turn into 00:17 UTC.
         if isinstance(v, int) and not isinstance(v, bool):
             raise ValueError('write the time in quotes, e.g. "17:00" (YAML reads unquoted 17:00 as a number)')
+        return v
+
+    @field_validator("close")
+    @classmethod
+    def _on_the_hour(cls, v: time) -> time:
+        # Hourly bars are UTC hours; a close inside an hour would make one hourly bar span
+        # two sessions (and possibly two contracts).
+        if v.minute or v.second or v.microsecond:
+            raise ValueError(f"the session close must be on the hour, got {v.isoformat()}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as America/Chicago)") from None
         return v
 
     def calendar(self) -> SessionCalendar:
