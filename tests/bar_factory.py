@@ -35,17 +35,6 @@ class SymbolSpec:
     instrument_id: int
 
 
-def trading_days(start: date, count: int) -> list[date]:
-    """``count`` weekdays from ``start`` on."""
-    days: list[date] = []
-    d = start
-    while len(days) < count:
-        if d.weekday() < 5:
-            days.append(d)
-        d += timedelta(days=1)
-    return days
-
-
 def _round(x: float, tick: float) -> float:
     return round(round(x / tick) * tick, 10)
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import yaml
 
+from hub.synthetic import trading_days
 from pine.bars import Bar
-from tests.bar_factory import SymbolSpec, market, trading_days
+from tests.bar_factory import SymbolSpec, market
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGY = "ibs_t"
