@@ -37,6 +37,18 @@ def _cmd_worker(args: argparse.Namespace, cfg: PineConfig) -> int:
     return worker_command(cfg, args)
 
 
+def _cmd_killswitch(args: argparse.Namespace, cfg: PineConfig) -> int:
+    from pine.killswitch_cli import killswitch_command
+
+    return killswitch_command(cfg, args)
+
+
+def _cmd_ml(args: argparse.Namespace, cfg: PineConfig) -> int:
+    from ml.cli import ml_command
+
+    return ml_command(cfg, args)
+
+
 def _cmd_demo(args: argparse.Namespace, cfg: PineConfig) -> int:
     from orchestration.demo import demo_command
 
@@ -60,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", default="max", help="replay speed: 'max' or a factor of real time")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--start", default="2024-03-04", help="first trading day of the synthetic market")
+    p.add_argument("--no-dagster", action="store_true", help="do not start Dagster (webserver + daemon) alongside")
     p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("config", parents=[common], help="configuration tools")
@@ -75,11 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbols", nargs="*", default=None, help="roots (default: every enabled strategy's)")
     p.set_defaults(handler=_cmd_synth)
 
-    p = sub.add_parser("hub", parents=[common], help="run the data hub")
+    p = sub.add_parser("hub", parents=[common], help="run the data hub (live feed, or --replay DBN files)")
     p.add_argument(
         "--replay", type=Path, nargs="+", default=None, help="DBN files or directories of them (.dbn or .dbn.zst)"
     )
     p.add_argument("--speed", default="max", help="replay speed: 'max' or a factor of real time")
+    p.add_argument("--record", type=Path, default=None, metavar="DIR",
+                   help="live feed: also write the raw stream to daily DBN files in DIR (replayable with --replay)")
     p.set_defaults(handler=_cmd_hub)
 
     p = sub.add_parser("worker", parents=[common], help="run one strategy worker")
@@ -87,7 +102,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stop-at-end", action="store_true", help="exit when the hub has finished a replay and every bar is done"
     )
+    p.add_argument("--check", action="store_true",
+                   help="run the preflight checks only (config, Redis, broker, trades DB, bars, restart state)")
     p.set_defaults(handler=_cmd_worker)
+
+    p = sub.add_parser("killswitch", parents=[common], help="set or show the portfolio killswitch")
+    p.add_argument("action", choices=["halt", "reduce-only", "flatten", "off", "status"],
+                   help="halt: send nothing; reduce-only: exits only; flatten: close everything at market, then halt; "
+                        "off: trade; status: show state, slots and recent risk events")
+    p.add_argument("--reason", default="", help="why (stored with the state, shown by status)")
+    p.set_defaults(handler=_cmd_killswitch)
+
+    p = sub.add_parser("ml", parents=[common], help="ML veto models: train, promote, roll back, status (MLflow)")
+    msub = p.add_subparsers(dest="ml_command", required=True, metavar="SUBCOMMAND")
+    m = msub.add_parser("train", parents=[common], help="train and register a model per ML-enabled symbol")
+    m.add_argument("--strategy", default=None, help="strategy name (default: every enabled ibs strategy)")
+    m.add_argument("--symbols", nargs="+", default=None, help="roots (default: the strategy's ml_enabled ones)")
+    m.set_defaults(handler=_cmd_ml)
+    m = msub.add_parser("promote", parents=[common],
+                        help="make the latest version champion if it beats the champion on its held-out window")
+    m.add_argument("--strategy", default=None, help="strategy name (default: every enabled ibs strategy)")
+    m.add_argument("--symbols", nargs="+", default=None, help="roots (default: the strategy's ml_enabled ones)")
+    m.set_defaults(handler=_cmd_ml)
+    m = msub.add_parser("rollback", parents=[common], help="make the previous champion champion again")
+    m.add_argument("--strategy", required=True, help="strategy name")
+    m.add_argument("--symbol", required=True, help="root symbol")
+    m.set_defaults(handler=_cmd_ml)
+    m = msub.add_parser("status", parents=[common], help="registered versions, champions and their held-out figures")
+    m.add_argument("--strategy", default=None, help="strategy name (default: every enabled ibs strategy)")
+    m.add_argument("--symbols", nargs="+", default=None, help="roots (default: the strategy's ml_enabled ones)")
+    m.set_defaults(handler=_cmd_ml)
     return parser
 
 

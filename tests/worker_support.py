@@ -38,7 +38,8 @@ def write_config(path: Path, *, strategy_params: dict[str, Any] | None = None, *
     """A config with one IBS strategy ``ibs_t`` trading 6A, CL and GC."""
     doc = {
         "heartbeat": {"interval": 1, "write_interval": 0.2, "ttl": 30},
-        "portfolio": {"starting_cash": 250000},
+        # Parity with the direct backtest (which has no portfolio coordinator): limits never bind.
+        "portfolio": {"starting_cash": 250000, "max_positions": 50, "daily_stop_loss": 10_000_000},
         "strategies": {
             STRATEGY: {
                 "strategy_type": "ibs",

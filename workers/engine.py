@@ -15,6 +15,7 @@ import backtrader as bt
 
 from pine.bars import Bar
 from pine.config.schema import PineConfig, StrategyConfig
+from workers.execution import Execution
 from workers.feeds import FEED_TIMEFRAMES, FeedFactory, FrameFeedSet, feed_name
 from workers.journal import MemoryJournal, StepJournal
 from workers.paper_broker import paper_broker
@@ -60,8 +61,12 @@ def resolve_strategy(cfg: PineConfig, name: str) -> StrategySetup:
     return StrategySetup(name=name, config=scfg, cls=cls, params=dict(scfg.params))
 
 
-def build_cerebro(cfg: PineConfig, setup: StrategySetup, make_feed: FeedFactory, journal: StepJournal) -> bt.Cerebro:
-    """A Cerebro with the strategy's feeds (minute, hour, day per symbol), paper broker and strategy."""
+def build_cerebro(cfg: PineConfig, setup: StrategySetup, make_feed: FeedFactory, journal: StepJournal,
+                  execution: Execution | None = None) -> bt.Cerebro:
+    """A Cerebro with the strategy's feeds (minute, hour, day per symbol), paper broker and strategy.
+
+    With an ``execution`` (live workers) every order goes through it; without (backtests) all are placed.
+    """
     cerebro = bt.Cerebro(runonce=False, stdstats=False)
     for symbol in setup.symbols:
         for timeframe in FEED_TIMEFRAMES:
@@ -73,6 +78,7 @@ def build_cerebro(cfg: PineConfig, setup: StrategySetup, make_feed: FeedFactory,
         sizes={s: inst.size for s, inst in setup.config.instruments.items()},
         tick_sizes={s: cfg.instruments[s].tick_size for s in setup.symbols},
         journal=journal,
+        execution=execution,
         **setup.params,
     )
     return cerebro

@@ -3,26 +3,27 @@
 ``LedgerJournal`` (live worker) makes processing exactly-once across kill/restart. A worker
 always reads its streams from the beginning; bars at or below a feed's ledger cursor were
 processed by an earlier run and are *replayed*: they go through the strategy again, silently,
-to rebuild indicator and paper-position state (the paper broker is deterministic, and trade
-inserts are idempotent), and are not ledgered again. Bars after the cursor are ledgered
-together with that step's trades in one transaction.
+to rebuild indicator and book state, and are not ledgered again. Bars after the cursor are
+ledgered together with that step's trades, fills and open positions in one transaction.
 
-A real broker (issue 4) must not send orders for replayed steps: execution has to check
-``replaying`` before it acts. Issue 5 replaces the full-stream replay by warmup from caches.
-``MemoryJournal`` collects trades of a direct backtest.
+Replayed steps never send orders: ``is_replay`` tells the strategy, and ``workers.execution``
+then takes each order's outcome from the order journal instead (acknowledged orders are placed
+in the book again, nothing is sent). The open positions written with each live step are what a
+restarted worker restores when the replay cannot rebuild them (a trimmed stream; issue 5's
+warmup from caches replaces the full replay). ``MemoryJournal`` collects trades of a direct backtest.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from workers.bar_stream import StreamId
 from workers.feeds import BarMeta
-from workers.trades_db import LedgerEntry, TradeRecord, TradesDB
+from workers.trades_db import FillRecord, LedgerEntry, PositionRecord, TradeRecord, TradesDB
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,19 @@ class Step:
     bars: list[tuple[str, BarMeta]]
     trades: list[TradeRecord]
     positions: dict[str, int]
+    fills: list[FillRecord] = field(default_factory=list)
+    open_positions: dict[str, PositionRecord] = field(default_factory=dict)
 
 
 class StepJournal(Protocol):
     """Receives every step of a strategy, after its orders for that step were placed."""
 
+    def is_replay(self, bars: Sequence[tuple[str, BarMeta]]) -> bool:
+        """Whether these bars (of one step, or a signal bar) were processed by an earlier run."""
+        ...
+
     def record(self, step: Step) -> None:
-        """Take one step's processed bars, closed trades and open positions."""
+        """Take one step's processed bars, closed trades, fills and open positions."""
         ...
 
 
@@ -67,11 +74,16 @@ class MemoryJournal:
 
     def __init__(self) -> None:
         self.trades: list[TradeRecord] = []
+        self.fills: list[FillRecord] = []
         self.stats = RunStats()
+
+    def is_replay(self, bars: Sequence[tuple[str, BarMeta]]) -> bool:
+        return False
 
     def record(self, step: Step) -> None:
         self.stats.note(step)
         self.trades.extend(step.trades)
+        self.fills.extend(step.fills)
         self.stats.trades_recorded += len(step.trades)
 
 
@@ -85,11 +97,18 @@ class LedgerJournal:
         self.on_step = on_step
         self.stats = RunStats(trades_recorded=db.trade_count(strategy))
         self._behind = set(self.cursors)
+        self._positions = db.open_positions(strategy)
 
     @property
     def replaying(self) -> bool:
         """True until every feed has passed the bars an earlier run already processed."""
         return bool(self._behind)
+
+    def is_replay(self, bars: Sequence[tuple[str, BarMeta]]) -> bool:
+        """All of ``bars`` are at or below their feed's cursor (a step is ledgered whole, so one bar tells)."""
+        return bool(bars) and all(
+            (cursor := self.cursors.get(feed)) is not None and meta.stream_id <= cursor for feed, meta in bars
+        )
 
     def record(self, step: Step) -> None:
         self.stats.note(step)
@@ -103,8 +122,12 @@ class LedgerJournal:
                 continue
             self._behind.discard(feed)
             new.append(LedgerEntry(feed, meta.stream_id, meta.end))
-        if new or step.trades:
-            inserted = self.db.record_step(self.strategy, new, step.trades)
+        # Positions are written by live steps only: a replayed step's book is older than the DB's.
+        positions = step.open_positions if new and step.open_positions != self._positions else None
+        if new or step.trades or step.fills:
+            inserted = self.db.record_step(self.strategy, new, step.trades, step.fills, positions)
+            if positions is not None:
+                self._positions = positions
             self.stats.trades_recorded += inserted
             if inserted < len(step.trades) and new:
                 log.warning("%d trade(s) of a new step were already recorded", len(step.trades) - inserted)

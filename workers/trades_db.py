@@ -1,58 +1,45 @@
-"""The trades database (SQLite, ``<runtime>/trades.db``): paper trades and the bar ledger.
+"""The trades database (SQLite, ``<runtime>/trades.db`` by default): the worker's ops record.
 
-``trades`` holds one row per closed trade, keyed by a deterministic id
-(``strategy:symbol:entry time``) so that re-recording a trade is a no-op.
-``bar_log`` holds one row per bar a worker has processed, written in the same transaction
-as the trades of that Backtrader step: after a crash both are there or neither is, and the
-largest stream id per feed is where a restarted worker resumes ledgering.
+Tables (schema and migrations in ``workers.db_schema``):
+
+- ``trades``: one row per closed trade, keyed by a deterministic id (``strategy:symbol:entry time``)
+  so that re-recording a trade is a no-op; with requested vs filled prices, commission, exit
+  reason, entry tag, bars held, best/worst price, trading day and the orders that opened and closed it.
+- ``bar_log``: one row per bar a worker has processed; the largest stream id per feed is where a
+  restarted worker resumes ledgering.
+- ``fills``: one row per executed order (paper fills, or the modelled fills of a webhook broker).
+- ``positions``: the open positions of each strategy after its latest processed step.
+- ``orders``: the order outbox (``workers.order_journal``), written before anything is sent.
+- ``daily_pnl``: a view of realised P&L per strategy and CME trading day.
+
+Bars, trades, fills and positions of one Backtrader step are written in one transaction: after a
+crash they are all there or none is. WAL mode: readers never block the writer (one connection, so
+one writer, per process); several worker processes share the file under a busy timeout.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import astuple, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
+from pine.sessions import SessionCalendar
 from workers.bar_stream import StreamId
+from workers.db_schema import bar_end_trading_day, migrate, schema_version
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS trades (
-    trade_id     TEXT PRIMARY KEY,
-    strategy     TEXT NOT NULL,
-    symbol       TEXT NOT NULL,
-    contract     TEXT NOT NULL,
-    direction    TEXT NOT NULL CHECK (direction IN ('long', 'short')),
-    size         INTEGER NOT NULL,
-    entry_time   TEXT NOT NULL,
-    entry_price  REAL NOT NULL,
-    exit_time    TEXT NOT NULL,
-    exit_price   REAL NOT NULL,
-    pnl          REAL NOT NULL,
-    commission   REAL NOT NULL,
-    net_pnl      REAL NOT NULL,
-    exit_reason  TEXT NOT NULL,
-    bars_held    INTEGER NOT NULL,
-    recorded_at  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS trades_strategy_exit ON trades (strategy, exit_time);
-CREATE TABLE IF NOT EXISTS bar_log (
-    strategy     TEXT NOT NULL,
-    feed         TEXT NOT NULL,
-    stream_ms    INTEGER NOT NULL,
-    stream_seq   INTEGER NOT NULL,
-    bar_end      TEXT NOT NULL,
-    processed_at TEXT NOT NULL,
-    PRIMARY KEY (strategy, feed, stream_ms, stream_seq)
-);
-"""
+BUSY_TIMEOUT_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class TradeRecord:
-    """One closed paper trade. Times are UTC-aware; ``pnl`` is gross, in the contract currency."""
+    """One closed trade. Times are UTC-aware; ``pnl`` is gross, in the contract currency.
+
+    Equality is the trade's economics (what live/backtest parity is about); the annotations
+    after ``bars_held`` (order ids, requested prices, tags, price extremes, ML) are not compared.
+    """
 
     strategy: str
     symbol: str
@@ -68,6 +55,15 @@ class TradeRecord:
     net_pnl: float
     exit_reason: str
     bars_held: int
+    entry_order_id: str | None = field(default=None, compare=False)
+    exit_order_id: str | None = field(default=None, compare=False)
+    entry_requested_price: float | None = field(default=None, compare=False)
+    exit_requested_price: float | None = field(default=None, compare=False)
+    entry_tag: str | None = field(default=None, compare=False)
+    best_price: float | None = field(default=None, compare=False)
+    worst_price: float | None = field(default=None, compare=False)
+    ml_score: float | None = field(default=None, compare=False)
+    ml_model_version: str | None = field(default=None, compare=False)
 
     @property
     def trade_id(self) -> str:
@@ -87,27 +83,90 @@ class LedgerEntry:
     bar_end: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    """An executed order. ``source`` is ``paper`` (the paper broker is the execution) or ``model``
+    (a webhook broker reports no fills: the fill is the paper model of the order that was sent)."""
+
+    client_order_id: str
+    strategy: str
+    symbol: str
+    contract: str
+    role: str
+    side: str
+    quantity: int
+    requested_price: float | None
+    fill_price: float
+    commission: float
+    fill_time: datetime
+    source: str
+
+
+_FILL_COLUMNS: Final = tuple(f.name for f in fields(FillRecord))
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRecord:
+    """An open position as the strategy holds it: enough to restore it after a restart."""
+
+    strategy: str
+    symbol: str
+    contract: str
+    direction: str
+    size: int
+    entry_time: datetime
+    entry_price: float
+    entry_order_id: str | None
+    entry_requested_price: float | None
+    entry_tag: str | None
+    stop_price: float | None
+    bars_held: int
+    best_price: float
+    worst_price: float
+
+
+_POSITION_COLUMNS: Final = tuple(f.name for f in fields(PositionRecord))
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class TradesDB:
-    """Connection to the trades database; one per process (WAL lets readers run alongside)."""
+def open_reader(path: Path | str) -> sqlite3.Connection:
+    """A read-only connection (dashboards, reports, tests): never takes the write lock."""
+    conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    return conn
 
-    def __init__(self, path: Path | str) -> None:
+
+class TradesDB:
+    """The writer connection to the trades database; one per process. Opening migrates the schema."""
+
+    def __init__(self, path: Path | str, *, calendar: SessionCalendar | None = None) -> None:
         self.path = Path(path)
+        self.calendar = calendar or SessionCalendar()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA busy_timeout=30000")
+        self.conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         # WAL + NORMAL: a killed process loses nothing that was committed; only power loss
-        # can drop the last commits, and then bar_log and trades go back together.
+        # can drop the last commits, and then a step's rows go back together.
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(_SCHEMA)
+        self.migrated = migrate(self.conn, self.calendar)
+
+    @property
+    def schema_version(self) -> int:
+        """The DB's schema version (``PRAGMA user_version``)."""
+        return schema_version(self.conn)
 
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
+
+    def check_writable(self) -> None:
+        """Take and release the write lock (raises sqlite3.Error if the DB cannot be written)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("ROLLBACK")
 
     def cursors(self, strategy: str) -> dict[str, StreamId]:
         """Per feed, the largest stream id already ledgered for ``strategy``."""
@@ -122,8 +181,19 @@ class TradesDB:
             out[feed] = (int(ms), int(seq))
         return out
 
-    def record_step(self, strategy: str, bars: Sequence[LedgerEntry], trades: Sequence[TradeRecord]) -> int:
-        """Ledger ``bars`` and insert ``trades`` in one transaction; returns trades newly inserted."""
+    def record_step(
+        self,
+        strategy: str,
+        bars: Sequence[LedgerEntry],
+        trades: Sequence[TradeRecord],
+        fills: Sequence[FillRecord] = (),
+        positions: Mapping[str, PositionRecord] | None = None,
+    ) -> int:
+        """Write one step in one transaction; returns trades newly inserted.
+
+        ``positions`` (if given) replaces the strategy's open positions. Trades and fills already
+        recorded are left as they are.
+        """
         now = _now()
         inserted = 0
         self.conn.execute("BEGIN IMMEDIATE")
@@ -135,16 +205,31 @@ class TradesDB:
             )
             for t in trades:
                 cur = self.conn.execute(
-                    f"INSERT OR IGNORE INTO trades (trade_id, {', '.join(_TRADE_COLUMNS)}, recorded_at) "
-                    f"VALUES ({', '.join('?' * (len(_TRADE_COLUMNS) + 2))})",
-                    (t.trade_id, *_to_row(t), now),
+                    f"INSERT OR IGNORE INTO trades (trade_id, {', '.join(_TRADE_COLUMNS)}, trading_day, recorded_at) "
+                    f"VALUES ({', '.join('?' * (len(_TRADE_COLUMNS) + 3))})",
+                    (t.trade_id, *_to_row(t), bar_end_trading_day(self.calendar, t.exit_time), now),
                 )
                 inserted += cur.rowcount
+            self.conn.executemany(
+                f"INSERT OR IGNORE INTO fills ({', '.join(_FILL_COLUMNS)}, recorded_at) "
+                f"VALUES ({', '.join('?' * (len(_FILL_COLUMNS) + 1))})",
+                [(*_to_row(f), now) for f in fills],
+            )
+            if positions is not None:
+                self._replace_positions(strategy, positions, now)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         return inserted
+
+    def _replace_positions(self, strategy: str, positions: Mapping[str, PositionRecord], now: str) -> None:
+        self.conn.execute("DELETE FROM positions WHERE strategy = ?", (strategy,))
+        self.conn.executemany(
+            f"INSERT INTO positions ({', '.join(_POSITION_COLUMNS)}, updated_at) "
+            f"VALUES ({', '.join('?' * (len(_POSITION_COLUMNS) + 1))})",
+            [(*_to_row(p), now) for p in positions.values()],
+        )
 
     def trades(self, strategy: str | None = None) -> list[TradeRecord]:
         """Closed trades in exit order (all strategies unless one is named)."""
@@ -154,19 +239,38 @@ class TradesDB:
             sql += " WHERE strategy = ?"
             args = (strategy,)
         rows = self.conn.execute(sql + " ORDER BY exit_time, symbol, entry_time", args).fetchall()
-        return [_from_row(r) for r in rows]
+        return [_from_row(TradeRecord, _TRADE_COLUMNS, r) for r in rows]
 
     def trade_count(self, strategy: str) -> int:
         """Closed trades recorded for ``strategy``."""
         return int(self.conn.execute("SELECT COUNT(*) FROM trades WHERE strategy = ?", (strategy,)).fetchone()[0])
 
+    def fills(self, strategy: str) -> list[FillRecord]:
+        """Fills of ``strategy`` in time order."""
+        rows = self.conn.execute(
+            f"SELECT {', '.join(_FILL_COLUMNS)} FROM fills WHERE strategy = ? ORDER BY fill_time, client_order_id",
+            (strategy,),
+        ).fetchall()
+        return [_from_row(FillRecord, _FILL_COLUMNS, r) for r in rows]
 
-def _to_row(t: TradeRecord) -> Iterable[object]:
-    return [v.isoformat() if isinstance(v, datetime) else v for v in astuple(t)]
+    def open_positions(self, strategy: str) -> dict[str, PositionRecord]:
+        """Open positions of ``strategy`` after its latest recorded step, by symbol."""
+        rows = self.conn.execute(
+            f"SELECT {', '.join(_POSITION_COLUMNS)} FROM positions WHERE strategy = ? ORDER BY symbol", (strategy,)
+        ).fetchall()
+        return {p.symbol: p for p in (_from_row(PositionRecord, _POSITION_COLUMNS, r) for r in rows)}
 
 
-def _from_row(row: Sequence[object]) -> TradeRecord:
-    d = dict(zip(_TRADE_COLUMNS, row, strict=True))
-    d["entry_time"] = datetime.fromisoformat(str(d["entry_time"]))
-    d["exit_time"] = datetime.fromisoformat(str(d["exit_time"]))
-    return TradeRecord(**d)  # type: ignore[arg-type]
+def _to_row(record: object) -> Iterable[object]:
+    return [v.isoformat() if isinstance(v, datetime) else v for v in astuple(record)]  # type: ignore[call-overload]
+
+
+_TIME_FIELDS: Final = frozenset({"entry_time", "exit_time", "fill_time"})
+_R = TypeVar("_R")
+
+
+def _from_row(cls: type[_R], columns: Sequence[str], row: Sequence[object]) -> _R:
+    d = dict(zip(columns, row, strict=True))
+    for name in _TIME_FIELDS & d.keys():
+        d[name] = datetime.fromisoformat(str(d[name]))
+    return cls(**d)

@@ -131,7 +131,7 @@ def _is_secret(annotation: Any) -> bool:
 
 
 def _secret_values(cfg: PineConfig) -> list[str]:
-    candidates = [cfg.databento.api_key, cfg.redis.url]
+    candidates = [cfg.databento.api_key, cfg.redis.url, cfg.hub.control_token]
     for strat in cfg.strategies.values():
         candidates += [strat.broker_account, strat.discord_webhook_url]
     values = {s.get_secret_value() for s in candidates if s is not None}

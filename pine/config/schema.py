@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -109,12 +109,106 @@ class HeartbeatConfig(_Strict):
     ttl: float = Field(default=90.0, gt=0)
 
 
+class ReconnectConfig(_Strict):
+    """Backoff between attempts to reach the live gateway: exponential, capped, with jitter."""
+
+    initial_s: float = Field(default=0.5, gt=0)
+    max_s: float = Field(default=30.0, gt=0)
+    multiplier: float = Field(default=2.0, ge=1)
+    # Each delay is drawn from [delay × (1 − jitter), delay] so that many hubs do not retry in step.
+    jitter: float = Field(default=0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s ({self.max_s}) must be at least initial_s ({self.initial_s})")
+        return self
+
+
+class HubConfig(_Strict):
+    """The live data hub: bar closing, the control channel, Redis and feed fault handling."""
+
+    # Commands on datahub:control must carry this token when it is set.
+    control_token: OptionalSecret = None
+    # A live bar closes this long after its end on the wall clock (trades still in flight get in).
+    close_grace_ms: int = Field(default=250, ge=0, le=60_000)
+    # Bars held in memory while Redis is unreachable; beyond this the oldest are dropped (loudly).
+    redis_buffer_max_bars: int = Field(default=100_000, ge=1)
+    # Databento sends a heartbeat after this many idle seconds; a silent connection is then dead.
+    feed_heartbeat_s: int = Field(default=5, ge=5, le=1800)
+    # On reconnect, intraday replay starts this long before the last ts_recv seen (the gateway
+    # filters replay on ts_event, which precedes ts_recv); duplicates are dropped.
+    replay_overlap_s: float = Field(default=2.0, ge=0, le=3600)
+    # How long closed bars stay correctable by late trades (data time).
+    correction_window_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    reconnect: ReconnectConfig = ReconnectConfig()
+    # Live gateway override (a local or test gateway); empty: Databento's gateway for the dataset.
+    gateway: OptionalStr = None
+    port: int = Field(default=13000, ge=1, le=65535)
+
+
 class PortfolioConfig(_Strict):
     """Portfolio-wide risk limits shared by all workers."""
 
     starting_cash: float = Field(default=250_000, gt=0)
     max_positions: int = Field(default=2, ge=1)
     daily_stop_loss: float = Field(default=2_500, gt=0)
+
+
+class TradersPostConfig(_Strict):
+    """How workers deliver orders to TradersPost webhooks (the URL itself is per strategy)."""
+
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0)
+    # Attempts per order, the first included; 5xx, 408, 429 and network errors are retried, other 4xx never.
+    max_attempts: int = Field(default=4, ge=1, le=10)
+    # Delay before retry n is backoff_s × 2^(n-1), at most backoff_max_s.
+    backoff_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=8.0, ge=0)
+
+
+class PreflightConfig(_Strict):
+    """Checks run by ``pine worker --check`` and at every worker start."""
+
+    # A failed check (or a position mismatch after a restart) stops the worker instead of a warning.
+    fail_fast: bool = True
+
+
+class MlConfig(_Strict):
+    """ML veto models (``pine ml``): training windows, walk-forward validation and champion promotion."""
+
+    # Walk-forward validation: expanding-window folds over the training trades.
+    folds: int = Field(default=4, ge=2, le=20)
+    # Gap between the end of a training trade and the first decision of the window it is tested on.
+    embargo_days: float = Field(default=2.0, ge=0)
+    # Most recent share of the trades kept out of training: the window promotion is judged on.
+    heldout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
+    # A symbol with fewer labelled trades (with every feature ready) is not trained.
+    min_trades: int = Field(default=40, ge=10)
+    # The threshold chosen on validation must keep at least this share of the trades.
+    min_kept_fraction: float = Field(default=0.25, gt=0, le=1)
+    # Inverse L2 strength of the logistic regression (smaller: stronger shrinkage).
+    regularization_c: float = Field(default=0.1, gt=0)
+    # A candidate becomes champion when its held-out metric beats the champion's by more than the margin
+    # (in the metric's units: currency for pnl, a ratio for profit_factor and precision).
+    promotion_metric: Literal["pnl", "profit_factor", "precision"] = "pnl"
+    promotion_margin: float = Field(default=0.0, ge=0)
+
+
+class SupervisionConfig(_Strict):
+    """Who restarts the hub and the workers: Dagster's supervision sensor, or systemd (the sensor then only alerts)."""
+
+    mode: Literal["dagster", "systemd"] = "dagster"
+    # Supervise the hub too; off where the hub runs elsewhere (or is replayed by hand).
+    hub: bool = True
+    # More than max_restarts restarts of one process within restart_window_minutes is a crash loop:
+    # reported, and no further restart until the window has moved on.
+    max_restarts: int = Field(default=3, ge=1)
+    restart_window_minutes: float = Field(default=15.0, gt=0)
+    # SIGTERM, then SIGKILL after this long (systemd's TimeoutStopSec in deploy/systemd).
+    stop_timeout_s: float = Field(default=30.0, gt=0)
+    # A started process must write its first heartbeat within this long.
+    start_timeout_s: float = Field(default=120.0, gt=0)
 
 
 class InstrumentSpec(_Strict):
@@ -154,6 +248,8 @@ class StrategyConfig(_Strict):
     broker_account: OptionalSecret = None
     discord_webhook_url: OptionalSecret = None
     slippage_ticks: float = Field(default=1.0, ge=0)
+    # TradersPost ``ticker``: the traded contract (e.g. CLK2024) or the root (CL, TradersPost maps it).
+    broker_ticker: Literal["contract", "root"] = "contract"
     instruments: dict[str, StrategyInstrument]
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -189,7 +285,14 @@ class PineConfig(_Strict):
     models_path: Path = Path("models")
     sessions: SessionsConfig = SessionsConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    hub: HubConfig = HubConfig()
     portfolio: PortfolioConfig = PortfolioConfig()
+    traderspost: TradersPostConfig = TradersPostConfig()
+    preflight: PreflightConfig = PreflightConfig()
+    # The trades DB (orders, fills, trades, positions); a relative path lives in the runtime dir.
+    trades_db: Path = Path("trades.db")
+    ml: MlConfig = MlConfig()
+    supervision: SupervisionConfig = SupervisionConfig()
     strategies: dict[str, StrategyConfig]
     instruments: dict[str, InstrumentSpec]
     # Where this config and its .env files were read from (set by the loader, for messages and reports).
@@ -216,6 +319,11 @@ class PineConfig(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def trades_db_path(self) -> Path:
+        """Where the trades DB is: ``trades_db``, relative to the runtime dir unless absolute."""
+        return self.trades_db if self.trades_db.is_absolute() else self.runtime_dir / self.trades_db
 
     def enabled_strategies(self) -> dict[str, StrategyConfig]:
         """Strategies with ``enabled: true``, in file order."""

@@ -1,12 +1,18 @@
 """The strategy framework: per-symbol entry/exit hooks evaluated on each session's daily bar.
 
 A strategy subclasses ``BaseStrategy``, implements the seeds' hooks ``should_enter_long``,
-``should_enter_short`` and ``should_exit`` (and ``stop_price`` for a protective stop), and
-registers itself (``workers.strategies.register``). The base class owns everything else:
-orders go to the symbol's ``{SYM}_minute`` feed (a market order fills at the next minute
-bar's open), the protective stop is placed once the entry has filled and cancelled before
-a signalled exit, closed trades become ``TradeRecord``s, and every step is reported to the
-journal.
+``should_enter_short`` and ``should_exit`` (and ``stop_price`` for a protective stop, ``entry_tag``
+to label entries), and registers itself (``workers.strategies.register``). The base class owns
+everything else: orders go to the symbol's ``{SYM}_minute`` feed (a market order fills at the next
+minute bar's open), the protective stop is placed once the entry has filled and cancelled before
+a signalled exit, closed trades become ``TradeRecord``s, and every step is reported to the journal.
+
+In a live worker every order first goes through the worker's ``Execution`` (killswitch, portfolio
+coordinator, order journal, broker): an entry or exit it refuses is not placed in Backtrader's
+book, and a triggered protective stop is only executed once it was let through. The first step
+on a bar no earlier run processed starts trading: positions the DB holds but the replay did not
+rebuild are restored into the book. Under the FLATTEN killswitch every position is closed at market.
+Backtests run without an execution: every order is placed.
 """
 
 from __future__ import annotations
@@ -18,13 +24,18 @@ from typing import ClassVar
 
 import backtrader as bt
 
-from workers.feeds import feed_name
+from pine.killswitch import KillswitchState
+from workers.execution import Execution, OrderRequest, Role
+from workers.feeds import BarMeta, feed_name
 from workers.journal import Step, StepJournal
-from workers.trades_db import TradeRecord
+from workers.order_journal import client_order_id
+from workers.paper_broker import PaperBroker
+from workers.trades_db import FillRecord, PositionRecord, TradeRecord
 
 log = logging.getLogger(__name__)
 
 STOP_EXIT = "stop"
+FLATTEN_EXIT = "flatten"
 
 
 def bt_time(num: float) -> datetime:
@@ -52,18 +63,34 @@ class _SymbolState:
     exit_reason: str = ""
     exit_time: datetime | None = None
     exit_price: float = 0.0
+    entry_order_id: str | None = None
+    exit_order_id: str | None = None
+    entry_requested: float | None = None
+    exit_requested: float | None = None
+    entry_tag: str | None = None
+    stop_price: float | None = None
+    best: float = 0.0
+    worst: float = 0.0
+
+    def extend(self, high: float, low: float) -> None:
+        """Widen the trade's best/worst price by a bar's range (or a fill price)."""
+        up, down = (high, low) if self.direction > 0 else (low, high)
+        self.best = max(self.best, up) if self.direction > 0 else min(self.best, up)
+        self.worst = min(self.worst, down) if self.direction > 0 else max(self.worst, down)
 
 
 class BaseStrategy(bt.Strategy):
-    """Per-symbol hooks on daily bars, paper orders on minute feeds, trades to the journal."""
+    """Per-symbol hooks on daily bars, orders on minute feeds through the execution, trades to the journal."""
 
     # Framework parameters set by the engine, never from the config's ``params``.
-    FRAMEWORK_PARAMS: ClassVar[frozenset[str]] = frozenset({"strategy_name", "sizes", "tick_sizes", "journal"})
+    FRAMEWORK_PARAMS: ClassVar[frozenset[str]] = frozenset(
+        {"strategy_name", "sizes", "tick_sizes", "journal", "execution"})
     params = (
         ("strategy_name", ""),
         ("sizes", {}),
         ("tick_sizes", {}),
         ("journal", None),
+        ("execution", None),
     )
 
     def __init__(self) -> None:
@@ -76,9 +103,19 @@ class BaseStrategy(bt.Strategy):
         self._symbol_of = {id(self.minute[s]): s for s in self.symbols}
         self._day_seen = dict.fromkeys(self.symbols, 0)
         self._closed: list[TradeRecord] = []
+        self._fills: list[FillRecord] = []
+        # Position events of this step for the execution: ("opened" | "entry_failed" | "closed", symbol, trade).
+        self._events: list[tuple[str, str, TradeRecord | None]] = []
+        self._awaiting_restore: dict[str, PositionRecord] = {}
+        self._trading = False
         self.journal: StepJournal | None = self.p.journal
+        self.execution: Execution | None = self.p.execution
 
-    # -- hooks ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.execution is not None and isinstance(self.broker, PaperBroker):
+            self.broker.stop_gate = self._gate_stop
+
+    # -- hooks ---------------------------------------------------------------------------------
     def should_enter_long(self, symbol: str) -> bool:
         """Called on a new daily bar of a flat symbol; True buys ``size`` contracts."""
         return False
@@ -95,7 +132,11 @@ class BaseStrategy(bt.Strategy):
         """Protective stop for a position just entered at ``entry_price`` (None: no stop)."""
         return None
 
-    # -- helpers for strategies ----------------------------------------------------------
+    def entry_tag(self, symbol: str, direction: int) -> str:
+        """A label of why an entry was taken (stored with the order and the trade)."""
+        return "long" if direction > 0 else "short"
+
+    # -- helpers for strategies ----------------------------------------------------------------
     def bars_held(self, symbol: str) -> int:
         """Daily bars seen since the entry of the open position of ``symbol``."""
         return self._state[symbol].bars_held
@@ -112,7 +153,7 @@ class BaseStrategy(bt.Strategy):
             return 0
         return int(self.getposition(data).size)
 
-    # -- Backtrader callbacks ------------------------------------------------------------
+    # -- Backtrader callbacks ------------------------------------------------------------------
     def prenext(self) -> None:
         self._step()
 
@@ -123,6 +164,8 @@ class BaseStrategy(bt.Strategy):
         if order.status in (order.Submitted, order.Accepted, order.Partial):
             return
         symbol, role = self._roles.pop(order.ref)
+        if role == "restore":
+            return  # the state was set when the position was restored
         st = self._state[symbol]
         if role == "entry":
             st.entry_order = None
@@ -133,10 +176,17 @@ class BaseStrategy(bt.Strategy):
         if order.status != order.Completed:
             if role != "stop" or order.status != order.Canceled:
                 log.warning("%s %s order %s: %s", symbol, role, order.ref, order.getstatusname())
+            if role == "entry":
+                self._events.append(("entry_failed", symbol, None))
             return
         when = bt_time(order.executed.dt)
+        if role == "stop":
+            st.exit_order_id = client_order_id(self.p.strategy_name, symbol, when, "buy" if order.isbuy() else "sell")
+            st.exit_requested = float(order.created.price)
+        self._fills.append(self._fill(symbol, role, order, when))
         if role == "entry":
             self._entered(symbol, order, when)
+            self._events.append(("opened", symbol, None))
         else:
             st.exit_time = when
             st.exit_price = float(order.executed.price)
@@ -149,7 +199,8 @@ class BaseStrategy(bt.Strategy):
         symbol = self._symbol_of[id(trade.data)]
         st = self._state[symbol]
         assert st.entry_time is not None and st.exit_time is not None
-        self._closed.append(TradeRecord(
+        st.extend(st.exit_price, st.exit_price)
+        record = TradeRecord(
             strategy=self.p.strategy_name,
             symbol=symbol,
             contract=st.contract,
@@ -164,31 +215,65 @@ class BaseStrategy(bt.Strategy):
             net_pnl=_money(trade.pnlcomm),
             exit_reason=st.exit_reason,
             bars_held=st.bars_held,
-        ))
+            entry_order_id=st.entry_order_id,
+            exit_order_id=st.exit_order_id,
+            entry_requested_price=st.entry_requested,
+            exit_requested_price=st.exit_requested,
+            entry_tag=st.entry_tag,
+            best_price=st.best,
+            worst_price=st.worst,
+        )
+        self._closed.append(record)
+        self._events.append(("closed", symbol, record))
         self._state[symbol] = _SymbolState()
 
-    # -- internals -----------------------------------------------------------------------
+    # -- the step --------------------------------------------------------------------------------
     def _step(self) -> None:
         bars = [(d._name, meta) for d in self.datas for meta in d.take_delivered()]
+        live = self.journal is None or not self.journal.is_replay(bars)
+        events, self._events = self._events, []
+        if live and self.execution is not None:
+            self.execution.begin_step()
+            if not self._trading:
+                self._start_trading()
+            self._report(events)
+        self._restore_ready()
+        delivered = {name for name, _ in bars}
+        for symbol in self.symbols:
+            st = self._state[symbol]
+            if st.entry_time is not None and feed_name(symbol, "1min") in delivered:
+                st.extend(self.minute[symbol].high[0], self.minute[symbol].low[0])
+        if self.execution is not None and bars:
+            now = max(meta.end for _, meta in bars)
+            if live and self.execution.state is KillswitchState.FLATTEN:
+                self._flatten(self.symbols, now, replay=False)
+            elif not live:
+                self._flatten(self.execution.replayed_exits(now, FLATTEN_EXIT), now, replay=True)
         for symbol in self.symbols:
             n = len(self.day[symbol])
             if n > self._day_seen[symbol]:
                 self._day_seen[symbol] = n
                 self._on_daily(symbol)
         trades, self._closed = self._closed, []
+        fills, self._fills = self._fills, []
         if self.journal is not None:
             positions = {s: size for s in self.symbols if (size := self.position_size(s))}
-            self.journal.record(Step(bars=bars, trades=trades, positions=positions))
+            self.journal.record(Step(bars=bars, trades=trades, positions=positions, fills=fills,
+                                     open_positions=self._snapshot()))
+        if live and self.execution is not None:
+            self.execution.end_step(flat=self._flat())
 
     def _on_daily(self, symbol: str) -> None:
         st = self._state[symbol]
-        if st.entry_order is not None or st.exit_order is not None:
+        if st.entry_order is not None or st.exit_order is not None or symbol in self._awaiting_restore:
             return
         if self.position_size(symbol):
             st.bars_held += 1
             reason = self.should_exit(symbol)
             if reason:
-                self._exit(symbol, reason if isinstance(reason, str) else "signal")
+                day = self.day[symbol]
+                self._exit(symbol, reason if isinstance(reason, str) else "signal", day.current_meta(),
+                           float(day.close[0]))
             return
         if not len(self.minute[symbol]):
             return  # an order needs a minute bar to be placed against
@@ -197,36 +282,173 @@ class BaseStrategy(bt.Strategy):
         elif self.should_enter_short(symbol):
             self._enter(symbol, -1)
 
+    # -- orders --------------------------------------------------------------------------------
+    def _submit(self, symbol: str, role: Role, side: str, quantity: int, reason: str, signal: BarMeta | None,
+                feed: str, price: float | None, when: datetime | None = None,
+                replay: bool | None = None) -> str | None:
+        """The client order id if the order may be placed, else None (always placed in a backtest).
+
+        Whether the decision is replayed follows from its signal bar, unless ``replay`` says so.
+        """
+        signal_time = when if when is not None else (signal.end if signal is not None else self._now(symbol))
+        cid = client_order_id(self.p.strategy_name, symbol, signal_time, side)
+        if self.execution is None:
+            return cid
+        if replay is None:
+            replay = signal is not None and self.journal is not None and self.journal.is_replay([(feed, signal)])
+        contract = (signal.contract if signal is not None else "") or self._state[symbol].contract
+        decision = self.execution.submit(OrderRequest(
+            client_order_id=cid, symbol=symbol, contract=contract, role=role, side=side, quantity=quantity,
+            reason=reason, signal_time=signal_time, signal_price=price, replay=replay,
+        ))
+        return cid if decision.accepted else None
+
     def _enter(self, symbol: str, direction: int) -> None:
         size = abs(int(self.p.sizes[symbol]))
+        day = self.day[symbol]
+        tag = self.entry_tag(symbol, direction)
+        side = "buy" if direction > 0 else "sell"
+        price = float(day.close[0])
+        cid = self._submit(symbol, Role.ENTRY, side, size, tag, day.current_meta(), day._name, price)
+        if cid is None:
+            return
         data = self.minute[symbol]
         order = self.buy(data=data, size=size) if direction > 0 else self.sell(data=data, size=size)
         st = self._state[symbol]
         st.entry_order = order
         st.direction = direction
+        st.entry_order_id = cid
+        st.entry_requested = price
+        st.entry_tag = tag
         self._roles[order.ref] = (symbol, "entry")
 
     def _entered(self, symbol: str, order: bt.Order, when: datetime) -> None:
         st = self._state[symbol]
         st.entry_time = when
         st.entry_price = float(order.executed.price)
-        meta = self.minute[symbol].current_meta()
-        st.contract = meta.contract if meta is not None else ""
+        st.best = st.worst = st.entry_price
+        st.contract = self._contract(symbol)
         st.bars_held = 0
         price = self.stop_price(symbol, st.direction, st.entry_price)
-        if price is None:
-            return
+        if price is not None:
+            self._place_stop(symbol, abs(order.executed.size), price)
+
+    def _place_stop(self, symbol: str, size: int, price: float) -> None:
+        st = self._state[symbol]
         data = self.minute[symbol]
-        size = abs(order.executed.size)
         stop = (self.sell if st.direction > 0 else self.buy)(data=data, size=size, exectype=bt.Order.Stop, price=price)
         st.stop_order = stop
+        st.stop_price = price
         self._roles[stop.ref] = (symbol, "stop")
 
-    def _exit(self, symbol: str, reason: str) -> None:
+    def _exit(self, symbol: str, reason: str, signal: BarMeta | None, price: float | None,
+              when: datetime | None = None, replay: bool | None = None) -> None:
         st = self._state[symbol]
+        side = "sell" if st.direction > 0 else "buy"
+        size = abs(self.position_size(symbol))
+        cid = self._submit(symbol, Role.EXIT, side, size, reason, signal, self.day[symbol]._name, price, when, replay)
+        if cid is None:
+            return  # refused: the position and its stop stay as they are
         if st.stop_order is not None:
             self.cancel(st.stop_order)
         st.exit_reason = reason
+        st.exit_order_id = cid
+        st.exit_requested = price
         order = self.close(data=self.minute[symbol])
         st.exit_order = order
         self._roles[order.ref] = (symbol, "exit")
+
+    def _gate_stop(self, order: bt.Order) -> bool:
+        """Called by the paper broker when a protective stop would execute on this bar: may it?"""
+        symbol = self._symbol_of[id(order.data)]
+        side = "buy" if order.isbuy() else "sell"
+        meta = order.data.current_meta()
+        return self._submit(symbol, Role.EXIT, side, abs(int(order.size)), STOP_EXIT, meta, order.data._name,
+                            float(order.created.price)) is not None
+
+    def _flatten(self, symbols: list[str], now: datetime, *, replay: bool) -> None:
+        """Close ``symbols``' positions at market: the FLATTEN killswitch (live), or its record (replay)."""
+        for symbol in symbols:
+            st = self._state[symbol]
+            if self.position_size(symbol) and st.exit_order is None and symbol not in self._awaiting_restore:
+                self._exit(symbol, FLATTEN_EXIT, None, float(self.minute[symbol].close[0]), when=now, replay=replay)
+
+    def _fill(self, symbol: str, role: str, order: bt.Order, when: datetime) -> FillRecord:
+        st = self._state[symbol]
+        entry = role == "entry"
+        return FillRecord(
+            client_order_id=(st.entry_order_id if entry else st.exit_order_id) or "",
+            strategy=self.p.strategy_name, symbol=symbol,
+            contract=self._contract(symbol),
+            role="entry" if entry else "exit", side="buy" if order.isbuy() else "sell",
+            quantity=abs(int(order.executed.size)),
+            requested_price=st.entry_requested if entry else st.exit_requested,
+            fill_price=float(order.executed.price), commission=_money(order.executed.comm), fill_time=when,
+            source=self.execution.fill_source if self.execution is not None else "backtest",
+        )
+
+    def _now(self, symbol: str) -> datetime:
+        return bt_time(self.minute[symbol].datetime[0])
+
+    def _contract(self, symbol: str) -> str:
+        meta = self.minute[symbol].current_meta()
+        return meta.contract if meta is not None else self._state[symbol].contract
+
+    # -- restart safety --------------------------------------------------------------------------
+    def _start_trading(self) -> None:
+        assert self.execution is not None
+        self._trading = True
+        in_flight = {s: st.entry_order_id or "" for s, st in self._state.items() if st.entry_order is not None}
+        for p in self.execution.start_trading(self._snapshot(), in_flight):
+            self._awaiting_restore[p.symbol] = p
+
+    def _report(self, events: list[tuple[str, str, TradeRecord | None]]) -> None:
+        assert self.execution is not None
+        for kind, symbol, trade in events:
+            if kind == "opened":
+                self.execution.on_opened(symbol)
+            elif kind == "entry_failed":
+                self.execution.on_entry_failed(symbol)
+            elif trade is not None:
+                self.execution.on_closed(trade)
+
+    def _restore_ready(self) -> None:
+        """Put DB positions into the book once their minute feed has a bar to execute against."""
+        for symbol, p in list(self._awaiting_restore.items()):
+            data = self.minute[symbol]
+            if not len(data) or not isinstance(self.broker, PaperBroker):
+                continue
+            del self._awaiting_restore[symbol]
+            direction = 1 if p.direction == "long" else -1
+            order = self.broker.restore_position(self, data, direction * p.size, p.entry_price)
+            self._roles[order.ref] = (symbol, "restore")
+            self._state[symbol] = _SymbolState(
+                direction=direction, entry_time=p.entry_time, entry_price=p.entry_price, contract=p.contract,
+                bars_held=p.bars_held, entry_order_id=p.entry_order_id, entry_requested=p.entry_requested_price,
+                entry_tag=p.entry_tag, best=p.best_price, worst=p.worst_price,
+            )
+            if p.stop_price is not None:
+                self._place_stop(symbol, p.size, p.stop_price)
+            log.warning("%s: restored %s %d @ %s (entered %s, %d daily bars held)", symbol, p.direction, p.size,
+                        p.entry_price, p.entry_time.isoformat(), p.bars_held)
+
+    def _snapshot(self) -> dict[str, PositionRecord]:
+        out: dict[str, PositionRecord] = {}
+        for symbol in self.symbols:
+            st = self._state[symbol]
+            size = self.position_size(symbol)
+            if not size or st.entry_time is None:
+                continue
+            out[symbol] = PositionRecord(
+                strategy=self.p.strategy_name, symbol=symbol, contract=st.contract,
+                direction="long" if size > 0 else "short", size=abs(size), entry_time=st.entry_time,
+                entry_price=st.entry_price, entry_order_id=st.entry_order_id,
+                entry_requested_price=st.entry_requested, entry_tag=st.entry_tag, stop_price=st.stop_price,
+                bars_held=st.bars_held, best_price=st.best, worst_price=st.worst,
+            )
+        return out
+
+    def _flat(self) -> bool:
+        return not self._awaiting_restore and all(
+            not self.position_size(s) and self._state[s].entry_order is None and self._state[s].exit_order is None
+            for s in self.symbols)

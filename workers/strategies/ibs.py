@@ -40,6 +40,9 @@ class IbsStrategy(BaseStrategy):
     def should_enter_long(self, symbol: str) -> bool:
         return self.daily_ibs(symbol) <= self.p.entry_low
 
+    def entry_tag(self, symbol: str, direction: int) -> str:
+        return f"ibs={self.daily_ibs(symbol):.3f}"
+
     def should_exit(self, symbol: str) -> str | None:
         if self.daily_ibs(symbol) >= self.p.exit_high:
             return "ibs_exit"
