@@ -1,0 +1,69 @@
+"""What the dashboard reads from the trades DB, always through a read-only connection (totals over every
+trade are in ``dashboard.totals``).
+
+Every function takes an open read-only connection (``workers.trades_db.open_reader``) and returns
+plain JSON-ready data. A DB without some table (a fresh runtime dir, an older schema, or the ML
+veto table before issue 6 adds it) gives empty results rather than errors.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Final
+
+RECENT_TRADES: Final = 50
+# Candidate names of the ML veto audit table (issue 6 part 2): the first that exists is shown.
+ML_TABLES: Final = ("ml_decisions", "veto_decisions", "ml_veto_decisions")
+ML_ROWS: Final = 50
+
+_TRADE_COLUMNS: Final = ("strategy", "symbol", "contract", "direction", "size", "entry_time", "entry_price",
+                         "exit_time", "exit_price", "pnl", "commission", "net_pnl", "exit_reason", "bars_held",
+                         "trading_day", "ml_score")
+_POSITION_COLUMNS: Final = ("strategy", "symbol", "contract", "direction", "size", "entry_time", "entry_price",
+                            "stop_price", "bars_held", "best_price", "worst_price", "updated_at")
+
+
+def tables(conn: sqlite3.Connection) -> set[str]:
+    """Names of the DB's tables and views."""
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+
+
+def _rows(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    cur = conn.execute(sql, args)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def open_positions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Open positions of every strategy (as of each worker's latest step)."""
+    if "positions" not in tables(conn):
+        return []
+    return _rows(conn, f"SELECT {', '.join(_POSITION_COLUMNS)} FROM positions ORDER BY strategy, symbol")
+
+
+def recent_trades(conn: sqlite3.Connection, strategies: list[str], limit: int = RECENT_TRADES
+                  ) -> list[dict[str, Any]]:
+    """The latest closed trades, newest first.
+
+    Read per strategy through the ``(strategy, exit_time)`` index and merged: one ``ORDER BY exit_time``
+    over the whole table would sort every trade.
+    """
+    if "trades" not in tables(conn):
+        return []
+    rows = [r for s in strategies for r in _rows(
+        conn, f"SELECT trade_id, {', '.join(_TRADE_COLUMNS)} FROM trades WHERE strategy = ? "
+              "ORDER BY exit_time DESC LIMIT ?", (s, limit))]
+    rows.sort(key=lambda r: (r["exit_time"], r["trade_id"]), reverse=True)
+    return rows[:limit]
+
+
+def ml_decisions(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """The latest ML veto decisions, if the DB has the audit table (None otherwise)."""
+    present = tables(conn)
+    table = next((t for t in ML_TABLES if t in present), None)
+    if table is None:
+        return None
+    columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+    order = next((c for c in ("decided_at", "signal_time", "created_at", "time") if c in columns), "rowid")
+    return {"table": table, "columns": columns,
+            "rows": _rows(conn, f"SELECT * FROM {table} ORDER BY {order} DESC LIMIT ?", (ML_ROWS,))}
