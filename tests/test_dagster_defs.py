@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -95,7 +96,9 @@ def test_broken_config_fails_the_asset_naming_key_paths_without_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DATABENTO_API_KEY", "db-CANARY-dagster-0123456789")
-    config = _config_with(tmp_path, {"max_positions: 2": "max_positions: 0",
+    max_positions = re.search(r"max_positions: \d+", EXAMPLE.read_text())
+    assert max_positions is not None
+    config = _config_with(tmp_path, {max_positions.group(0): "max_positions: 0",
                                      "${DATABENTO_API_KEY:-}": "${DATABENTO_API_KEY}"})
     result = _materialize(config)
     assert not result.success
@@ -155,4 +158,4 @@ def test_workspace_loads_with_the_dagster_cli(tmp_path: Path) -> None:
         cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
     )
     assert listing.returncode == 0, listing.stderr
-    assert listing.stdout.split() == ["contract_map"]
+    assert listing.stdout.split() == ["contract_map", "daily_summary"]

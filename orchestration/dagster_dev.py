@@ -1,0 +1,158 @@
+"""Running ``dagster dev`` (webserver + daemon + code server) for a Dagster home, e.g. for ``pine demo``.
+
+The home gets a copy of the repository's ``dagster.yaml``; the code location is the repository's
+``workspace.yaml``. ``dagster dev`` runs in its own session so that stopping it (SIGTERM, which it
+turns into a clean shutdown of its services; then SIGKILL of the whole group) never touches the
+caller, and a Ctrl-C in the caller's terminal does not stop it before the caller is done with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from pine.redis_server import free_port
+
+REPO: Final = Path(__file__).resolve().parents[1]
+DEFAULT_PORT: Final = 3000
+STOP_TIMEOUT_S: Final = 30.0
+
+LOCATIONS_QUERY: Final = """
+{ workspaceOrError { __typename
+    ... on Workspace { locationEntries { name loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } } } }
+    ... on PythonError { message } } }
+"""
+
+
+class DagsterDevError(RuntimeError):
+    """``dagster dev`` exited, or its code location failed to load; the message says where its log is."""
+
+
+def pick_port(preferred: int = DEFAULT_PORT) -> int:
+    """``preferred`` if nothing listens on it on 127.0.0.1, else a free port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+class DagsterDev:
+    """One ``dagster dev`` for ``home`` on ``host:port``, its output appended to ``log``."""
+
+    def __init__(
+        self, home: Path, log: Path, *, port: int | None = None, host: str = "127.0.0.1",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.home = Path(home)
+        self.log = Path(log)
+        self.host = host
+        self.port = port or pick_port()
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The UI's address."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> DagsterDev:
+        """Launch ``dagster dev``; returns at once (see :meth:`wait_loaded`)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "dagster.yaml", self.home / "dagster.yaml")
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        dagster = Path(sys.executable).parent / "dagster"
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(dagster), "dev", "-w", str(REPO / "workspace.yaml"), "-h", self.host, "-p", str(self.port)],
+                cwd=REPO,  # workspace.yaml's working_directory is relative to it
+                env={**os.environ, **self.env, "DAGSTER_HOME": str(self.home)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    def graphql(self, query: str, variables: Mapping[str, Any] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """POST ``query`` to the webserver's GraphQL endpoint; the ``data`` of the answer."""
+        body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
+        request = urllib.request.Request(f"{self.url}/graphql", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+        if answer.get("errors"):
+            raise DagsterDevError(f"GraphQL errors: {answer['errors']}")
+        return answer["data"]
+
+    def location_status(self) -> dict[str, str]:
+        """Load status of each code location (``LOADING``, ``LOADED``); DagsterDevError if one failed to load."""
+        data = self.graphql(LOCATIONS_QUERY)["workspaceOrError"]
+        if data["__typename"] != "Workspace":
+            raise DagsterDevError(f"the workspace failed to load: {data.get('message')}")
+        status = {}
+        for entry in data["locationEntries"]:
+            loaded = entry["locationOrLoadError"]
+            if loaded is not None and loaded["__typename"] == "PythonError":
+                raise DagsterDevError(f"code location {entry['name']} failed to load: {loaded['message']}")
+            status[entry["name"]] = entry["loadStatus"]
+        return status
+
+    def is_loaded(self) -> bool:
+        """Whether the webserver answers and every code location is LOADED (one query, never raises)."""
+        try:
+            status = self.location_status()
+        except (DagsterDevError, urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+        return bool(status) and all(s == "LOADED" for s in status.values())
+
+    def wait_loaded(self, timeout: float) -> None:
+        """Block until every code location is LOADED; DagsterDevError if it exits, fails or takes longer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc is None or self.proc.poll() is not None:
+                raise DagsterDevError(f"dagster dev is not running; see {self.log}")
+            try:
+                status = self.location_status()
+                if status and all(s == "LOADED" for s in status.values()):
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass  # the webserver is not listening yet
+            if time.monotonic() > deadline:
+                raise DagsterDevError(f"the code location did not load within {timeout:.0f}s; see {self.log}")
+            time.sleep(0.5)
+
+    def stop(self) -> int | None:
+        """SIGTERM (dagster dev shuts its services down), then SIGKILL to the whole group; the exit code."""
+        if self.proc is None:
+            return None
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(STOP_TIMEOUT_S)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever it left behind (webserver, daemon, code server)
+        return proc.wait()
+
+    def __enter__(self) -> DagsterDev:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
