@@ -1,16 +1,21 @@
-"""The data hub process (``pine hub``): replay DBN files into bars on Redis.
+"""The data hub process (``pine hub``): the Databento live feed, or DBN files replayed, into bars on Redis.
 
-Every record goes through :class:`hub.aggregator.Aggregator`; each time the data clock enters
-a new minute the closed bars and the watermark are published with
+Replay (``--replay``): every record goes through :class:`hub.aggregator.Aggregator`; each time
+the data clock enters a new minute the closed bars and the watermark are published with
 :class:`pine.bus.BarPublisher` (stream, latest key, pub/sub, clock). At the end of the data
 the bars still open are published with the clock state ``finished``. A corrupt or truncated
 file stops the replay with an error and publishes nothing more: open bars may be incomplete.
+
+Live (no ``--replay``): :class:`hub.supervisor.LiveHub` feeds the same aggregator from the
+Databento live gateway; see that module. SIGTERM/SIGINT stop it gracefully.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +25,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from hub.aggregator import Aggregator
 from hub.dbn_source import DBNFileError, iter_file
@@ -27,6 +34,7 @@ from pine.bus import BarPublisher
 from pine.config.schema import PineConfig
 from pine.contracts import ContractMapError, load_contract_map
 from pine.heartbeat import Heartbeat
+from pine.notify.notifier import Notifier
 from pine.redis_server import RedisUnavailableError, connect, redact_url, resolve_redis_url
 
 log = logging.getLogger(__name__)
@@ -34,10 +42,10 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY: Final = 1_000_000
 # Longest sleep while pacing, so the heartbeat keeps being written across market closures.
 PACE_SLICE_S: Final = 1.0
-LIVE_UNAVAILABLE: Final = (
-    "live mode (the Databento feed, which needs DATABENTO_API_KEY) is not available in this build; "
-    "replay DBN files instead: `pine synth` writes a synthetic market, then `pine hub --replay <runtime>/market`"
-)
+# The live hub's Redis calls fail fast and are retried by the hub itself, in order: redis-py's own
+# retries would block the feed for seconds and could apply a publish transaction twice.
+LIVE_REDIS_CONNECT_TIMEOUT_S: Final = 1.0
+LIVE_REDIS_TIMEOUT_S: Final = 2.0
 
 
 @dataclass
@@ -192,9 +200,12 @@ def _log_progress(status: dict[str, Any], elapsed: float) -> None:
 
 
 def hub_command(cfg: PineConfig, args: argparse.Namespace) -> int:
-    """``pine hub``: 0 after a complete replay, 1 on bad data or no Redis, 2 on unusable arguments."""
+    """``pine hub``: 0 after a complete replay or a requested stop, 1 on bad data, no Redis or a fatal
+    feed error, 2 on unusable arguments or no API key."""
     if args.replay is None:
-        print(f"pine hub: {LIVE_UNAVAILABLE}", file=sys.stderr)
+        return live_command(cfg, args)
+    if args.record is not None:
+        print("pine hub: --record records the live feed; it cannot be combined with --replay", file=sys.stderr)
         return 2
     try:
         speed = parse_speed(args.speed)
@@ -209,8 +220,12 @@ def hub_command(cfg: PineConfig, args: argparse.Namespace) -> int:
         print(f"pine hub: {exc}", file=sys.stderr)
         return 1
     log.info("publishing to Redis at %s", redact_url(url))
+    notifier = Notifier(cfg, "hub", client=client).start()
+    notifier.started(f"replay of {len(files)} DBN file(s)")
+    outcome = "failed"
     try:
         stats = run_replay(cfg, files, client, speed=speed)
+        outcome = "finished"
     except (DBNFileError, ContractMapError) as exc:
         print(f"pine hub: {exc}", file=sys.stderr)
         return 1
@@ -218,6 +233,8 @@ def hub_command(cfg: PineConfig, args: argparse.Namespace) -> int:
         print(f"pine hub: Redis failed during the replay: {exc}", file=sys.stderr)
         return 1
     finally:
+        notifier.stopped(outcome, "replay complete" if outcome == "finished" else "the replay stopped on an error")
+        notifier.close()
         client.close()
     print(
         f"replayed {stats.files} file(s): {stats.records:,} records, {stats.trades:,} trades, "
@@ -225,3 +242,60 @@ def hub_command(cfg: PineConfig, args: argparse.Namespace) -> int:
         f"in {stats.elapsed_s:.1f}s"
     )
     return 0
+
+
+def live_command(cfg: PineConfig, args: argparse.Namespace) -> int:
+    """``pine hub`` without ``--replay``: the live feed until SIGTERM/SIGINT, a shutdown command or a fatal error."""
+    from hub.live import ApiKeyError, FeedSettings, check_api_key
+    from hub.supervisor import LiveHub
+
+    configured = cfg.databento.api_key.get_secret_value() if cfg.databento.api_key is not None else None
+    try:
+        key = check_api_key(configured or os.environ.get("DATABENTO_API_KEY"))
+    except ApiKeyError as exc:
+        print(f"pine hub: {exc}", file=sys.stderr)
+        return 2
+    if cfg.databento.schema_ != "trades":
+        print(f"pine hub: databento.schema must be 'trades' (bars are built from trades), got "
+              f"{cfg.databento.schema_!r}", file=sys.stderr)
+        return 2
+    try:
+        roots = configured_roots(cfg)
+        url = resolve_redis_url(cfg.redis.resolved_url(), cfg.runtime_dir)
+        connect(url).close()
+    except (ContractMapError, RedisUnavailableError) as exc:
+        print(f"pine hub: {exc}", file=sys.stderr)
+        return 1
+    # The client logs every symbol mapping (hundreds of spreads) at INFO; the hub reports what matters.
+    logging.getLogger("databento").setLevel(max(logging.WARNING, logging.getLogger().level))
+    client = redis.Redis.from_url(url, socket_connect_timeout=LIVE_REDIS_CONNECT_TIMEOUT_S,
+                                  socket_timeout=LIVE_REDIS_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+    log.info("publishing to Redis at %s", redact_url(url))
+    settings = FeedSettings(key=key, dataset=cfg.databento.dataset,
+                            parents=tuple(cfg.instruments[r].databento_product_id for r in roots),
+                            heartbeat_s=cfg.hub.feed_heartbeat_s, gateway=cfg.hub.gateway, port=cfg.hub.port)
+    hub = LiveHub(cfg, settings, roots, client, record_dir=args.record)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        hub.request_stop(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    notifier = Notifier(cfg, "hub", client=client).start()
+    notifier.started(f"live feed {cfg.databento.dataset}: {', '.join(roots)}")
+    code = 1
+    try:
+        code = hub.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        notifier.stopped("stopped" if code == 0 else "failed", str(hub.fatal or "stop requested"))
+        notifier.close()
+        client.close()
+    if code:
+        print(f"pine hub: {hub.fatal}", file=sys.stderr)
+    else:
+        status = hub.status()
+        print(f"live hub stopped: {status['trades']:,} trades, {status['bars_published']:,} bars published "
+              f"({status['corrected_bars']} corrected), {status['gaps_total']} feed gap(s), "
+              f"{status['feed']['reconnects']} reconnect(s)")
+    return code

@@ -225,7 +225,7 @@ def test_cli_redis_unreachable(es_day: Path, tmp_path: Path) -> None:
     assert_clean_failure(done, "cannot reach Redis at redis://127.0.0.1:")
 
 
-def test_cli_live_mode_is_not_faked(tmp_path: Path, redis_url: str) -> None:
+def test_cli_live_mode_without_a_key_points_to_replay(tmp_path: Path, redis_url: str) -> None:
     done = pine_hub([], redis_url=redis_url, runtime=tmp_path)
     assert done.returncode == 2
     assert "DATABENTO_API_KEY" in done.stderr and "--replay" in done.stderr

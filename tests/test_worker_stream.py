@@ -15,7 +15,7 @@ from pine.bars import Bar
 from pine.bus import BarPublisher
 from tests.bar_factory import boundaries
 from tests.worker_support import bar_log, start_worker, synthetic_market, write_config
-from workers.bar_stream import StreamBarSource, StreamedBar
+from workers.bar_stream import StreamBarSource, StreamedBar, parse_stream_id
 from workers.feeds import feed_name
 
 T0 = datetime(2024, 3, 5, 14, 0, tzinfo=UTC)
@@ -165,3 +165,42 @@ def test_worker_skips_a_malformed_bar_and_logs_it(redis_url: str, tmp_path: Path
     assert f"skipping bad bar message market:CL:1min:stream {bad_id}" in err
     published = Counter((feed_name(b.symbol, b.timeframe), int(b.timestamp.timestamp() * 1000), 0) for b in bars)
     assert Counter(bar_log(runtime)) == published
+
+
+def test_a_corrected_bar_replaces_a_queued_bar_and_keeps_its_place(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    publisher = BarPublisher(client)
+    for m in range(3):
+        publisher.publish([_bar("CL", "1min", m)], T0 + timedelta(minutes=1))  # only 14:00 is complete
+    source, minute, _ = _source(client)
+    source.start()
+    assert [sb.bar.timestamp.minute for sb in _drain(source, minute)] == [0]  # 14:01 and 14:02 are queued
+    fixed = _bar("CL", "1min", 1, price=101.0).with_flags(corrected=True)
+    publisher.publish([fixed], T0 + timedelta(minutes=3))
+    source.poll(block=False)
+    released = _drain(source, minute)
+    assert [sb.bar for sb in released] == [fixed, _bar("CL", "1min", 2)]
+    # The stream holds the correction after the top; the worker keeps the original's place (ledger order).
+    assert [sb.stream_id for sb in released] == [parse_stream_id(redis_names.bar_stream_id(T0 + timedelta(minutes=m)))
+                                                 for m in (1, 2)]
+    assert client.xrevrange(redis_names.stream("CL", "1min"), count=1)[0][0].endswith(b"-1")
+    assert source.corrections_applied == 1 and source.corrections_ignored == 0 and source.bad_messages == 0
+
+
+def test_a_correction_for_a_processed_bar_is_logged_and_not_traded_again(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    publisher = BarPublisher(client)
+    for m in range(2):
+        publisher.publish([_bar("CL", "1min", m)], T0 + timedelta(minutes=m + 1))
+    source, minute, _ = _source(client)
+    source.start()
+    assert len(_drain(source, minute)) == 2
+    publisher.publish([_bar("CL", "1min", 0, price=99.0).with_flags(corrected=True)], T0 + timedelta(minutes=2))
+    publisher.publish([_bar("CL", "1min", 2)], T0 + timedelta(minutes=3))
+    with caplog.at_level(logging.WARNING, logger="workers.bar_stream"):
+        source.poll(block=False)
+    assert [sb.bar.timestamp.minute for sb in _drain(source, minute)] == [2]
+    assert source.corrections_ignored == 1 and source.bad_messages == 0
+    assert any("arrived after that bar was processed" in r.getMessage() for r in caplog.records)

@@ -15,6 +15,14 @@ start the latest clock entry is read *before* the bars. Afterwards, one XREAD re
 bar streams and the clock together; a bar stream that filled the COUNT limit may have more
 entries, so the watermark is held back to the end of the last bar read from such a stream
 (bars in one stream are in time order, so nothing at or before that end is still unread).
+
+Corrected bars (``corrected: true``): the live hub appends them after the stream's top when
+late trades changed a bar it had published. One for a bar still queued here replaces it in
+place (keeping the original's stream id, so ledger cursors stay in stream order); one for a
+bar already released is logged and counted in ``corrections_ignored``: history is not traded
+again. Any other bar that does not end after the stream's previous bar is a bad message.
+After a restart the original and its correction may be read in one batch, so the silent
+replay of processed bars can use the corrected version of a bar the first run traded on.
 """
 
 from __future__ import annotations
@@ -81,14 +89,26 @@ class StreamBarSource:
         self.state = ""
         self._caught_up = False
         self.bad_messages = 0
+        self.corrections_applied = 0
+        self.corrections_ignored = 0
+        self._known_through: dict[str, datetime] = {}
+        self.warmup_overlap = 0
         self._last_error_log = 0.0
 
-    def subscribe(self, symbol: str, timeframe: str) -> str:
-        """Read ``market:{symbol}:{timeframe}:stream`` from its beginning; returns the stream key."""
+    def subscribe(self, symbol: str, timeframe: str, *, after: StreamId | None = None,
+                  known_through: datetime | None = None) -> str:
+        """Read ``market:{symbol}:{timeframe}:stream`` from its beginning (or after the id ``after``);
+        returns the stream key.
+
+        Bars ending at or before ``known_through`` are already known (a worker's warmup history):
+        they are skipped quietly and counted in ``warmup_overlap``.
+        """
         key = redis_names.stream(symbol, timeframe)
         self._expected[key] = (symbol, timeframe)
         self._queues.setdefault(key, deque())
-        self._last_ids.setdefault(key, "0-0")
+        self._last_ids.setdefault(key, format_stream_id(after) if after is not None else "0-0")
+        if known_through is not None:
+            self._known_through[key] = known_through
         return key
 
     def start(self) -> None:
@@ -208,7 +228,16 @@ class StreamBarSource:
             self.bad_messages += 1
             log.error("skipping bad bar message %s %s: %s", key, format_stream_id(sid), exc)
             return 0
+        known = self._known_through.get(key)
+        if known is not None and bar.end <= known:
+            self.warmup_overlap += 1
+            # What this stream is known up to, for the COUNT-limit rule.
+            self._last_end[key] = max(self._last_end.get(key, bar.end), bar.end)
+            return 0
         last = self._last_end.get(key)
+        if last is not None and bar.end <= last and bar.corrected:
+            self._correct(key, sid, bar)
+            return 0
         if last is not None and bar.end <= last:
             self.bad_messages += 1
             log.error("skipping out-of-order bar %s %s: ends %s, not after %s", key, format_stream_id(sid),
@@ -217,3 +246,17 @@ class StreamBarSource:
         self._last_end[key] = bar.end
         self._queues[key].append(StreamedBar(sid, bar))
         return 1
+
+    def _correct(self, key: str, sid: StreamId, bar: Bar) -> None:
+        """Apply a corrected bar to the queued bar it replaces, or count it if that bar was released."""
+        queue = self._queues[key]
+        for i, queued in enumerate(queue):
+            if queued.bar.timestamp == bar.timestamp:
+                queue[i] = StreamedBar(queued.stream_id, bar)
+                self.corrections_applied += 1
+                log.info("corrected bar %s %s replaces %s before release", key, format_stream_id(sid),
+                         format_stream_id(queued.stream_id))
+                return
+        self.corrections_ignored += 1
+        log.warning("corrected bar %s %s for %s arrived after that bar was processed: not trading it again",
+                    key, format_stream_id(sid), bar.timestamp.isoformat())
