@@ -1,8 +1,10 @@
 """``pine demo``: the whole system on embedded defaults.
 
 Synthetic market (real DBN files) → private Redis → hub replay → one worker per enabled
-strategy with the paper broker → trades DB → summary. Everything lives in ``<runtime>/demo``,
-which is recreated on every run so a demo never mixes with real trading state.
+strategy with the paper broker → trades DB → summary. The days before the replayed market are
+written too and aggregated into the warmup caches the workers start from (``demo_history``).
+Everything lives in ``<runtime>/demo``, which is recreated on every run so a demo never mixes
+with real trading state.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import redis
 
+from orchestration.dagster_dev import DagsterDev
+from orchestration.demo_dashboard import DemoDashboard
+from orchestration.demo_history import demo_roots, prepare_history
 from orchestration.processes import log_tail, spawn_pine, stop
 from pine import redis_names
 from pine.config import PineConfig
@@ -41,16 +47,20 @@ def demo_command(cfg: PineConfig, args: argparse.Namespace) -> int:
     if not strategies:
         print("pine demo: no enabled strategy in the config; enable one under 'strategies'", file=sys.stderr)
         return 1
-    roots = sorted({sym for s in strategies for sym in cfg.strategies[s].instruments})
+    roots = demo_roots(cfg, strategies)
     root_dir = Path(cfg.runtime_dir) / "demo"
     if root_dir.exists():
         shutil.rmtree(root_dir)
     root_dir.mkdir(parents=True)
     started = time.monotonic()
 
-    print(f"pine demo: {args.days} trading days of synthetic market for {', '.join(roots)} (seed {args.seed})")
+    print(f"pine demo: {args.history_days} trading days of history for the workers' warmup, {args.days} trading "
+          f"days of synthetic market to replay, for {', '.join(roots)} (seed {args.seed})", flush=True)
+    handover = prepare_history(cfg, root_dir, roots, date.fromisoformat(args.start), args.history_days, args.seed)
+    print(f"pine demo: warmup caches in {root_dir / cfg.warmup.cache_dir}, complete through "
+          f"{handover.isoformat() if handover else '(no history)'}", flush=True)
     files = write_synthetic_market(
-        root_dir / "market",
+        root_dir / "replay",  # the demo's live feed; its archive (<root_dir>/market) holds the history only
         roots,
         date.fromisoformat(args.start),
         args.days,
@@ -59,9 +69,16 @@ def demo_command(cfg: PineConfig, args: argparse.Namespace) -> int:
     )
 
     config_arg = ["--config", str(cfg.source)] if cfg.source else []
-    with RedisServer(root_dir / "redis") as server:
+    with RedisServer(root_dir / "redis") as server, ExitStack() as services:
         env = {"REDIS_URL": server.url, "PINE_RUNTIME_DIR": str(root_dir)}
         print(f"pine demo: private Redis at {server.url}; runtime dir {root_dir}")
+        # Dagster and the dashboard stop when the demo ends (the ExitStack closes before Redis stops).
+        ui = None if args.no_dagster else services.enter_context(_dagster(cfg, root_dir, env))
+        if ui is not None:
+            print(f"pine demo: Dagster (webserver + daemon) at {ui.url}, for the length of the demo; log {ui.log}")
+        board = services.enter_context(DemoDashboard(root_dir, env, config_arg))
+        print(f"pine demo: dashboard at {board.url} ({'until Ctrl-C' if args.serve else 'for the length of the demo'}"
+              f"; log {board.log})", flush=True)
         procs = [
             _start(f"worker:{s}", ["worker", "--strategy", s, "--stop-at-end", *config_arg], root_dir, env)
             for s in strategies
@@ -76,6 +93,11 @@ def demo_command(cfg: PineConfig, args: argparse.Namespace) -> int:
                 stop(p.popen)
             print("\npine demo: interrupted", file=sys.stderr)
             return 130
+        if args.serve and not failed:
+            _serve(board, root_dir / "trades.db")
+        if ui is not None:
+            print(f"pine demo: Dagster {'had loaded the code location' if ui.is_loaded() else 'was still starting'}"
+                  "; stopping it")
     if failed:
         for p in failed:
             print(f"pine demo: {p.name} failed (exit {p.popen.returncode}); last lines of {p.log}:", file=sys.stderr)
@@ -86,7 +108,28 @@ def demo_command(cfg: PineConfig, args: argparse.Namespace) -> int:
         f"pine demo: done in {time.monotonic() - started:.0f}s. Logs: {root_dir / 'logs'}; "
         f"trades DB: {root_dir / 'trades.db'}"
     )
+    if not args.serve:
+        print(f"pine demo: dashboard again: `PINE_RUNTIME_DIR={root_dir} pine dashboard` (trades and P&L from the DB; "
+              "health needs running processes), or `pine demo --serve` to keep it up with the demo's Redis")
     return 0
+
+
+def _serve(board: DemoDashboard, trades_db: Path) -> None:
+    """Keep the dashboard (and the demo's Redis) up until Ctrl-C."""
+    state = "answering" if board.ready() else f"NOT answering (see {board.log})"
+    print(f"pine demo: market replayed, {_count(trades_db, 'trades')} trades; dashboard {state} at {board.url} — "
+          "Ctrl-C to stop (the summary follows)", flush=True)
+    try:
+        while board.proc is not None and board.proc.poll() is None:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("\npine demo: stopping the dashboard")
+
+
+def _dagster(cfg: PineConfig, root_dir: Path, env: dict[str, str]) -> DagsterDev:
+    """``dagster dev`` on the demo's runtime dir, Redis and config, with its home in ``<runtime>/demo/dagster``."""
+    config_env = {"PINE_CONFIG": str(cfg.source.resolve())} if cfg.source else {}
+    return DagsterDev(root_dir / "dagster", root_dir / "logs" / "dagster.log", env={**env, **config_env})
 
 
 def _start(name: str, args: list[str], root_dir: Path, env: dict[str, str]) -> _Proc:

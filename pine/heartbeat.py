@@ -1,4 +1,10 @@
-"""Heartbeats: a JSON file (path from config) and a Redis key with a TTL, per process."""
+"""Heartbeats: a JSON file (path from config) and a Redis key with a TTL, per process.
+
+Seeds' settings: ``interval`` is how often the Redis key is refreshed, ``write_interval`` how
+often the file is rewritten, ``file_path`` where (``{component}`` becomes ``hub`` or
+``worker_{strategy}``; ``{strategy}`` — or the seeds' ``{strategy_name}`` — the strategy, ``hub``
+for the hub). Callers may call :meth:`Heartbeat.beat` as often as they like; ``force`` writes both now.
+"""
 
 from __future__ import annotations
 
@@ -18,24 +24,33 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Writes ``{component, status, pid, uptime_s, ...}``; at most every ``write_interval`` unless forced."""
+    """Writes ``{component, status, pid, uptime_s, ...}`` to Redis every ``interval`` and to the file every
+    ``write_interval`` (both at once when forced)."""
 
     def __init__(self, component: str, cfg: HeartbeatConfig, runtime_dir: Path, client: redis.Redis | None) -> None:
         self.component = component
         self.cfg = cfg
         self.client = client
         name = component.replace(":", "_")
-        path = Path(cfg.file_path.format(component=name, strategy=name.removeprefix("worker_")))
+        strategy = name.removeprefix("worker_")
+        path = Path(cfg.file_path.format(component=name, strategy=strategy, strategy_name=strategy))
         self.path = path if path.is_absolute() else runtime_dir / path
         self.started = time.time()
         self._last_write = 0.0
+        self._last_publish = 0.0
+
+    @property
+    def every(self) -> float:
+        """How often a caller should offer a beat: the shorter of the two intervals."""
+        return min(self.cfg.interval, self.cfg.write_interval)
 
     def beat(self, status: str, *, force: bool = False, **fields: Any) -> bool:
-        """Record the process state; returns True if written. Never raises on Redis errors."""
+        """Record the process state; returns True if anything was written. Never raises on Redis errors."""
         now = time.time()
-        if not force and now - self._last_write < self.cfg.write_interval:
+        write = force or now - self._last_write >= self.cfg.write_interval
+        publish = self.client is not None and (force or now - self._last_publish >= self.cfg.interval)
+        if not (write or publish):
             return False
-        self._last_write = now
         doc = {
             "component": self.component,
             "status": status,
@@ -45,13 +60,16 @@ class Heartbeat:
             **fields,
         }
         payload = json.dumps(doc, default=str, sort_keys=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(payload)
-        os.replace(tmp, self.path)  # readers never see half a file
-        if self.client is not None:
+        if write:
+            self._last_write = now
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(payload)
+            os.replace(tmp, self.path)  # readers never see half a file
+        if publish and self.client is not None:
+            self._last_publish = now
             try:
                 self.client.set(redis_names.heartbeat(self.component), payload, ex=int(self.cfg.ttl))
             except redis.RedisError as exc:
-                log.warning("heartbeat: Redis write failed (%s); file %s still written", exc, self.path)
+                log.warning("heartbeat: Redis write failed (%s); the file %s is still written", exc, self.path)
         return True

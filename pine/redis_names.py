@@ -71,3 +71,14 @@ def portfolio_day(trading_day: date) -> str:
 def portfolio_day_trades(trading_day: date) -> str:
     """Set of trade ids whose P&L is already in :func:`portfolio_day` (recording twice is a no-op)."""
     return f"portfolio:day:{trading_day.isoformat()}:trades"
+
+
+# -- Notifications (issue 7) ---------------------------------------------------------------------------
+# Trading days whose session close some worker has passed and whose daily summary is not enqueued yet:
+# sorted set {day: wall time the first worker passed the close}.
+NOTIFY_SUMMARY_PENDING: Final = "notify:summary:pending"
+
+
+def notify_summary_closed(trading_day: date) -> str:
+    """Set of the strategies that have processed every bar of ``trading_day`` (passed its session close)."""
+    return f"notify:summary:{trading_day.isoformat()}:closed"

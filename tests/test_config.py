@@ -87,11 +87,13 @@ def error_at(err: ConfigError, key: str) -> str:
 def test_example_config_loads() -> None:
     cfg = load_config(EXAMPLE)
     assert cfg.source == EXAMPLE
-    assert list(cfg.enabled_strategies()) == ["ibs_a", "ibs_b"]
+    assert list(cfg.enabled_strategies()) == ["ibs_a", "ibs_b", "breakout"]
     assert list(cfg.strategy("ibs_a").instruments) == ["6A", "6C", "6M", "CL", "GC", "HG"]
     assert list(cfg.strategy("ibs_b").instruments) == ["6B", "6N", "6S", "SI", "YM"]
-    assert not cfg.strategy("breakout").enabled
+    assert cfg.strategy("breakout").strategy_type == "breakout"
     assert list(cfg.strategy("breakout").instruments) == ["ES", "NQ", "RTY", "YM"]
+    assert cfg.strategy("ibs_a").historical_warmup_compression == "1h"
+    assert cfg.strategy("ibs_a").warmup.daily_bars == 250 and cfg.strategy("ibs_a").warmup.hourly_days == 15
     assert len(cfg.instruments) == 19
     assert cfg.instruments["ES"].tick_size == 0.25
     assert cfg.instruments["6A"].databento_product_id == "6A.FUT"
@@ -438,7 +440,7 @@ def test_report_on_embedded_defaults() -> None:
     summary = report.split("\nSummary\n")[1]
     assert "synthetic market / DBN replay (no Databento API key)" in summary
     assert "private embedded server, started by Pine" in summary
-    assert "2 of 3 enabled" in summary
+    assert "3 of 3 enabled" in summary
     assert summary.count("paper broker") == 3
     assert "webhook" not in summary
     assert "daily bars close 17:00 America/Chicago" in summary

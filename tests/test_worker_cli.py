@@ -33,7 +33,7 @@ def test_unknown_strategy_name_names_the_configured_ones(redis_url: str, tmp_pat
 @pytest.mark.parametrize(
     ("strategy", "phrases"),
     [
-        ({"strategy_type": "zigzag"}, ("unknown strategy_type 'zigzag'", "known: ibs")),
+        ({"strategy_type": "zigzag"}, ("unknown strategy_type 'zigzag'", "known: breakout, ibs")),
         ({"params": {"entry_lo": 0.1}}, ("unknown parameter(s) entry_lo", "entry_low", "max_bars_held")),
     ],
     ids=["strategy_type", "param"],

@@ -1,24 +1,26 @@
 """Build the Cerebro of one configured strategy from config and feeds.
 
-The live worker (feeds from Redis streams) and direct backtests (feeds from DataFrames)
-both go through ``build_cerebro``, so feed order, broker, commissions, slippage and
-strategy parameters cannot drift between them.
+The live worker (feeds from Redis streams) and direct backtests (feeds from bar lists)
+both go through ``build_cerebro``, so feed order (``workers.references``), broker,
+commissions, slippage and strategy parameters cannot drift between them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import backtrader as bt
 
 from pine.bars import Bar
-from pine.config.schema import PineConfig, StrategyConfig
+from pine.config.schema import PineConfig, ReferenceFeedsConfig, StrategyConfig
 from workers.execution import Execution
-from workers.feeds import FEED_TIMEFRAMES, FeedFactory, FrameFeedSet, feed_name
+from workers.feeds import FeedFactory, ListFeedSet, feed_name
 from workers.journal import MemoryJournal, StepJournal
 from workers.paper_broker import paper_broker
+from workers.references import FeedLayout, layout_for
 from workers.strategies import BaseStrategy, UnknownStrategyTypeError, strategy_class
 
 
@@ -34,11 +36,25 @@ class StrategySetup:
     config: StrategyConfig
     cls: type[BaseStrategy]
     params: dict[str, Any]
+    references: ReferenceFeedsConfig = field(default_factory=ReferenceFeedsConfig)
 
     @property
     def symbols(self) -> list[str]:
         """The strategy's instruments, in config order (the order of its feeds)."""
         return list(self.config.instruments)
+
+    @property
+    def ml_symbols(self) -> list[str]:
+        """Instruments with ``ml_enabled``, in config order."""
+        return [s for s, inst in self.config.instruments.items() if inst.ml_enabled]
+
+    def layout(self, available: Collection[str]) -> FeedLayout:
+        """The strategy's feeds when the roots in ``available`` can have feeds; StrategySetupError names
+        a required reference root that cannot."""
+        try:
+            return layout_for(self.symbols, self.references.required, self.references.optional, available)
+        except LookupError as exc:
+            raise StrategySetupError(f"strategies.{self.name}.reference_feeds: {exc}") from None
 
 
 def resolve_strategy(cfg: PineConfig, name: str) -> StrategySetup:
@@ -58,19 +74,32 @@ def resolve_strategy(cfg: PineConfig, name: str) -> StrategySetup:
             f"strategies.{name}.params: unknown parameter(s) {', '.join(unknown)} for strategy_type "
             f"{scfg.strategy_type!r}; known: {', '.join(sorted(allowed))}"
         )
-    return StrategySetup(name=name, config=scfg, cls=cls, params=dict(scfg.params))
+    try:
+        cls.check_params(scfg.params)
+    except ValueError as exc:
+        raise StrategySetupError(f"strategies.{name}.params: {exc}") from None
+    references = scfg.reference_feeds or cls.default_reference_feeds(scfg)
+    try:
+        cls.check_references(scfg, references)
+    except ValueError as exc:
+        raise StrategySetupError(f"strategies.{name}.reference_feeds: {exc}") from None
+    setup = StrategySetup(name=name, config=scfg, cls=cls, params=dict(scfg.params), references=references)
+    # Only configured instruments are published by the hub: a required root outside them can never have a feed.
+    setup.layout(cfg.instruments)
+    return setup
 
 
 def build_cerebro(cfg: PineConfig, setup: StrategySetup, make_feed: FeedFactory, journal: StepJournal,
-                  execution: Execution | None = None) -> bt.Cerebro:
-    """A Cerebro with the strategy's feeds (minute, hour, day per symbol), paper broker and strategy.
+                  execution: Execution | None = None, layout: FeedLayout | None = None) -> bt.Cerebro:
+    """A Cerebro with the strategy's feeds (``layout``; default: every configured reference root has
+    one), paper broker and strategy.
 
     With an ``execution`` (live workers) every order goes through it; without (backtests) all are placed.
     """
+    layout = layout or setup.layout(cfg.instruments)
     cerebro = bt.Cerebro(runonce=False, stdstats=False)
-    for symbol in setup.symbols:
-        for timeframe in FEED_TIMEFRAMES:
-            cerebro.adddata(make_feed(symbol, timeframe), name=feed_name(symbol, timeframe))
+    for spec in layout.feeds:
+        cerebro.adddata(make_feed(spec.root, spec.timeframe), name=spec.name)
     cerebro.broker = paper_broker(cfg, setup.config, {s: feed_name(s, "1min") for s in setup.symbols})
     cerebro.addstrategy(
         setup.cls,
@@ -79,15 +108,39 @@ def build_cerebro(cfg: PineConfig, setup: StrategySetup, make_feed: FeedFactory,
         tick_sizes={s: cfg.instruments[s].tick_size for s in setup.symbols},
         journal=journal,
         execution=execution,
+        feeds={spec.name: (spec.root, spec.timeframe) for spec in layout.feeds},
+        ml_symbols=tuple(setup.ml_symbols),
+        missing_feeds=tuple(layout.missing_feeds),
         **setup.params,
     )
     return cerebro
 
 
-def run_backtest(cfg: PineConfig, name: str, bars: Iterable[Bar]) -> MemoryJournal:
-    """Run strategy ``name`` directly on ``bars`` (non-live DataFrame feeds); the journal holds its trades."""
+@dataclass
+class BacktestRun:
+    """A finished direct backtest: its journal (trades, fills, stats) and the strategy instance."""
+
+    journal: MemoryJournal
+    strategy: BaseStrategy
+    layout: FeedLayout
+
+
+def backtest(cfg: PineConfig, name: str, bars: Iterable[Bar], *, warmup_until: datetime | None = None) -> BacktestRun:
+    """Run strategy ``name`` on ``bars`` (non-live feeds); bars ending by ``warmup_until`` are warmup.
+
+    Reference roots with no bars among ``bars`` are missing (optional) or an error (required), as
+    for a live worker whose history lacks them.
+    """
+    bars = list(bars)
     setup = resolve_strategy(cfg, name)
+    layout = setup.layout({b.symbol for b in bars})
     journal = MemoryJournal()
-    feeds = FrameFeedSet(bars)
-    build_cerebro(cfg, setup, feeds.make_feed, journal).run()
-    return journal
+    feeds = ListFeedSet(bars, warmup_until=warmup_until)
+    [strategy] = build_cerebro(cfg, setup, feeds.make_feed, journal, layout=layout).run()
+    return BacktestRun(journal, strategy, layout)
+
+
+def run_backtest(cfg: PineConfig, name: str, bars: Iterable[Bar], *,
+                 warmup_until: datetime | None = None) -> MemoryJournal:
+    """Run strategy ``name`` directly on ``bars``; the journal holds its trades (see :func:`backtest`)."""
+    return backtest(cfg, name, bars, warmup_until=warmup_until).journal

@@ -28,6 +28,7 @@ from enum import StrEnum
 import redis
 
 from pine.killswitch import Killswitch, KillswitchState, allows
+from pine.notify.notifier import Notifier
 from pine.sessions import SessionCalendar
 from workers.coordinator import PortfolioCoordinator
 from workers.crash_points import crash_point
@@ -36,7 +37,7 @@ from workers.delivery import OrderSender
 from workers.order_journal import ACCEPTED, OrderIntent, OrderJournal, OrderStatus
 from workers.reconcile import ReconcileError, compare_positions
 from workers.traderspost import broker_ticker, build_payload
-from workers.trades_db import PositionRecord, TradeRecord, TradesDB
+from workers.trades_db import FillRecord, PositionRecord, TradeRecord, TradesDB
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Execution:
     def __init__(self, strategy: str, *, db: TradesDB, journal: OrderJournal, sender: OrderSender,
                  calendar: SessionCalendar, killswitch: Killswitch | None = None,
                  coordinator: PortfolioCoordinator | None = None, ticker_mode: str = "contract",
-                 fail_fast: bool = False) -> None:
+                 fail_fast: bool = False, notifier: Notifier | None = None) -> None:
         self.strategy = strategy
         self.db = db
         self.journal = journal
@@ -100,6 +101,7 @@ class Execution:
         self.coordinator = coordinator
         self.ticker_mode = ticker_mode
         self.fail_fast = fail_fast
+        self.notifier = notifier
         self.stats = ExecutionStats()
         self.state = KillswitchState.OFF
         self._swept = False
@@ -237,8 +239,10 @@ class Execution:
         return self._exits_by_reason[reason].get(signal_time, [])
 
     # -- position lifecycle (live steps) ----------------------------------------------------------
-    def on_opened(self, symbol: str) -> None:
-        """The entry of ``symbol`` filled: its reservation becomes an open slot."""
+    def on_opened(self, symbol: str, fill: FillRecord | None = None) -> None:
+        """The entry of ``symbol`` filled: its reservation becomes an open slot (and Discord hears of it)."""
+        if self.notifier is not None and fill is not None:
+            self.notifier.entry(fill)
         if self.coordinator is not None:
             self._redis_safely("confirm", self.coordinator.confirm, symbol)
 
@@ -249,6 +253,8 @@ class Execution:
 
     def on_closed(self, trade: TradeRecord) -> None:
         """A position closed: free its slot and add its P&L to the trading day (may hit the daily stop)."""
+        if self.notifier is not None:
+            self.notifier.exit(trade)
         self._release(trade.symbol)
         if self.coordinator is None:
             return

@@ -1,16 +1,18 @@
 """Where a strategy reports each Backtrader step: the bars it processed and the trades it closed.
 
 ``LedgerJournal`` (live worker) makes processing exactly-once across kill/restart. A worker
-always reads its streams from the beginning; bars at or below a feed's ledger cursor were
-processed by an earlier run and are *replayed*: they go through the strategy again, silently,
-to rebuild indicator and book state, and are not ledgered again. Bars after the cursor are
-ledgered together with that step's trades, fills and open positions in one transaction.
+warms up on history bars (``BarMeta.warmup``, from the parquet caches; see ``workers.warmup``)
+and then reads its streams from the first bar after that history (without history: from the
+beginning). Warmup bars are neither traded nor ledgered. Stream bars at or below a feed's
+ledger cursor were processed by an earlier run and are *replayed*: they go through the strategy
+again, silently, to rebuild indicator and book state, and are not ledgered again. Bars after the
+cursor are ledgered together with that step's trades, fills and open positions in one transaction.
 
 Replayed steps never send orders: ``is_replay`` tells the strategy, and ``workers.execution``
 then takes each order's outcome from the order journal instead (acknowledged orders are placed
 in the book again, nothing is sent). The open positions written with each live step are what a
-restarted worker restores when the replay cannot rebuild them (a trimmed stream; issue 5's
-warmup from caches replaces the full replay). ``MemoryJournal`` collects trades of a direct backtest.
+restarted worker restores when the replay cannot rebuild them (a trimmed stream, or positions
+opened before the warmup's hand-over). ``MemoryJournal`` collects trades of a direct backtest.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class StepJournal(Protocol):
     """Receives every step of a strategy, after its orders for that step were placed."""
 
     def is_replay(self, bars: Sequence[tuple[str, BarMeta]]) -> bool:
-        """Whether these bars (of one step, or a signal bar) were processed by an earlier run."""
+        """Whether these bars (of one step, or a signal bar) are warmup history or were processed by an earlier run."""
         ...
 
     def record(self, step: Step) -> None:
@@ -60,10 +62,15 @@ class RunStats:
     positions: dict[str, int] = field(default_factory=dict)
     trades_recorded: int = 0
     replayed_bars: int = 0
+    # Warmup history delivered, per feed (not in ``bars``, which counts stream bars).
+    warmup_bars: dict[str, int] = field(default_factory=dict)
 
     def note(self, step: Step) -> None:
         """Count the step's bars and remember its positions."""
         for feed, meta in step.bars:
+            if meta.warmup:
+                self.warmup_bars[feed] = self.warmup_bars.get(feed, 0) + 1
+                continue
             self.bars[feed] = self.bars.get(feed, 0) + 1
             self.last_bar_end[feed] = meta.end
         self.positions = step.positions
@@ -78,7 +85,7 @@ class MemoryJournal:
         self.stats = RunStats()
 
     def is_replay(self, bars: Sequence[tuple[str, BarMeta]]) -> bool:
-        return False
+        return bool(bars) and all(meta.warmup for _, meta in bars)
 
     def record(self, step: Step) -> None:
         self.stats.note(step)
@@ -105,15 +112,18 @@ class LedgerJournal:
         return bool(self._behind)
 
     def is_replay(self, bars: Sequence[tuple[str, BarMeta]]) -> bool:
-        """All of ``bars`` are at or below their feed's cursor (a step is ledgered whole, so one bar tells)."""
+        """All of ``bars`` are warmup history or at or below their feed's cursor (a step is ledgered whole)."""
         return bool(bars) and all(
-            (cursor := self.cursors.get(feed)) is not None and meta.stream_id <= cursor for feed, meta in bars
+            meta.warmup or ((cursor := self.cursors.get(feed)) is not None and meta.stream_id <= cursor)
+            for feed, meta in bars
         )
 
     def record(self, step: Step) -> None:
         self.stats.note(step)
         new: list[LedgerEntry] = []
         for feed, meta in step.bars:
+            if meta.warmup:
+                continue
             cursor = self.cursors.get(feed)
             if cursor is not None and meta.stream_id <= cursor:
                 self.stats.replayed_bars += 1

@@ -163,6 +163,12 @@ class OrderJournal:
             out.setdefault(datetime.fromisoformat(signal_time), []).append(symbol)
         return out
 
+    def day_counts(self, strategy: str, trading_day: date) -> dict[str, int]:
+        """Orders of ``strategy`` for ``trading_day`` by status (heartbeats: orders today)."""
+        rows = self.db.conn.execute("SELECT status, COUNT(*) FROM orders WHERE strategy = ? AND trading_day = ? "
+                                    "GROUP BY status", (strategy, trading_day.isoformat()))
+        return {status: int(n) for status, n in rows}
+
     def _update(self, cid: str, **values: object) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)
         cur = self.db.conn.execute(f"UPDATE orders SET {sets}, updated_at = ? WHERE client_order_id = ?",

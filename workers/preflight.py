@@ -3,14 +3,16 @@
 Checks: the config resolves to a runnable strategy; Redis answers; the killswitch state; the
 broker can be reached (TradersPost: a TCP connect to the webhook host, since any HTTP request
 to the webhook would be a trading signal; paper: nothing to reach); the trades DB opens,
-migrates and takes the write lock; each bar stream has bars (issue 5 adds warmup caches; until
-then an empty stream only warns: the worker waits for the hub); and the restart checks of
+migrates and takes the write lock; each bar stream has bars (an empty stream only warns: the
+worker waits for the hub); the warmup history (``workers.warmup``: caches present and how far
+they reach, or what the worker will build them from); and the restart checks of
 ``workers.reconcile`` (DB positions, journal acknowledgements, coordinator slots, orders in doubt).
 A ``fail`` stops the worker when ``preflight.fail_fast`` is set.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Final
@@ -18,6 +20,7 @@ from typing import Final
 import redis
 
 from pine import redis_names
+from pine.bar_cache import BarCacheError, cache_path, complete_through
 from pine.config.schema import PineConfig
 from pine.killswitch import DESCRIPTIONS, Killswitch, KillswitchState
 from workers.coordinator import PortfolioCoordinator
@@ -29,6 +32,7 @@ from workers.order_journal import OrderJournal
 from workers.reconcile import startup_findings
 from workers.traderspost import TradersPostClient
 from workers.trades_db import TradesDB
+from workers.warmup import needed_series
 
 OK: Final = "ok"
 WARN: Final = "warn"
@@ -101,6 +105,7 @@ def run_preflight(cfg: PineConfig, setup: StrategySetup, client: redis.Redis | N
     db = _check_db(report, cfg)
     if client is not None:
         _check_streams(report, client, setup)
+    _check_history(report, cfg, setup)
     if client is not None and db is not None:
         _check_restart(report, client, cfg, setup, db)
     if db is not None:
@@ -145,6 +150,41 @@ def _check_streams(report: PreflightReport, client: redis.Redis, setup: Strategy
                                         f"{', …' if len(empty) > 3 else ''}): the worker waits for the hub")
     else:
         report.add("warmup data", OK, f"all {total} bar streams have bars")
+
+
+def _check_history(report: PreflightReport, cfg: PineConfig, setup: StrategySetup) -> None:
+    cache_dir = cfg.runtime_path(cfg.warmup.cache_dir)
+    layout = setup.layout(cfg.instruments)
+    series = needed_series(setup.config, layout)
+    required = {*layout.symbols, *layout.required}
+    present = [(r, tf) for r, tf in series if cache_path(cache_dir, r, tf).exists()]
+    lacking = sorted(f"{r} {tf}" for r, tf in series if (r, tf) not in present and r in required)
+    if not present:
+        archive = cfg.runtime_path(cfg.warmup.archive_dir)
+        key = cfg.databento.api_key is not None or bool(os.environ.get("DATABENTO_API_KEY"))
+        source = ("the Databento Historical API" if key
+                  else f"the DBN archive {archive}" if archive.is_dir() and any(archive.glob("*.dbn*")) else None)
+        if source and cfg.warmup.build_missing:
+            report.add("history", WARN, f"no warmup caches in {cache_dir}: they will be built from {source} at start")
+        else:
+            report.add("history", WARN, f"no warmup history in {cache_dir} (`pine warmup build`): indicators start "
+                                        "from the bar streams' beginning")
+        return
+    if lacking and cfg.warmup.build_missing:
+        report.add("history", WARN, f"warmup caches missing for {', '.join(lacking)}: built at start if a source has "
+                                    "them, else the worker refuses to trade")
+        return
+    if lacking:
+        report.add("history", FAIL, f"warmup caches missing for {', '.join(lacking)} in {cache_dir}")
+        return
+    try:
+        ends = [complete_through(cache_path(cache_dir, r, tf)) for r, tf in present]
+    except BarCacheError as exc:
+        report.add("history", FAIL, str(exc))
+        return
+    known = [e for e in ends if e is not None]
+    through = f", complete through {min(known).isoformat()}" if known else ""
+    report.add("history", OK, f"{len(present)} of {len(series)} warmup caches in {cache_dir}{through}")
 
 
 def _check_restart(report: PreflightReport, client: redis.Redis, cfg: PineConfig, setup: StrategySetup,

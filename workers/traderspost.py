@@ -104,6 +104,8 @@ class TradersPostClient:
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.cfg = cfg or TradersPostConfig()
         self.sleep = sleep
+        # Set by a worker that is shutting down: the attempt in progress finishes, no retry is started.
+        self.shutting_down = False
         self.session = requests.Session()
         # No urllib3-level retries: every attempt goes through the journal and our policy.
         adapter = HTTPAdapter(max_retries=0)
@@ -127,6 +129,10 @@ class TradersPostClient:
         cid = payload.get("extras", {}).get("clientOrderId", "?")
         last = Delivery(acknowledged=False, attempts=0, error="not attempted")
         for attempt in range(1, self.cfg.max_attempts + 1):
+            if attempt > 1 and self.shutting_down:
+                log.error("TradersPost order %s: not retried after attempt %d (%s): the worker is shutting down",
+                          cid, attempt - 1, last.error)
+                return last
             on_attempt(attempt)
             retry_after: float | None = None
             try:
@@ -146,7 +152,7 @@ class TradersPostClient:
             if not retry:
                 log.error("TradersPost refused order %s: %s %s (not retried)", cid, last.error, last.response or "")
                 return last
-            if attempt < self.cfg.max_attempts:
+            if attempt < self.cfg.max_attempts and not self.shutting_down:
                 delay = self.backoff(attempt, retry_after)
                 log.warning("TradersPost order %s attempt %d/%d failed (%s); retrying in %.2fs", cid, attempt,
                             self.cfg.max_attempts, last.error, delay)

@@ -59,7 +59,7 @@ def _summary(cfg: PineConfig, source: str) -> list[str]:
     width = max((len(n) for n in cfg.strategies), default=0)
     for name, strat in cfg.strategies.items():
         broker = "webhook (TradersPost)" if strat.broker_account else "paper broker"
-        discord = "discord on" if strat.discord_webhook_url else "discord off"
+        discord = "discord on" if cfg.discord_webhook(name) else "discord off"
         state = "enabled" if strat.enabled else "disabled"
         lines.append(f"    {name:<{width}}  {state:<8}  {strat.strategy_type:<10}  {broker:<21}  {discord:<11}  "
                      f"{' '.join(strat.instruments)}")
@@ -131,10 +131,7 @@ def _is_secret(annotation: Any) -> bool:
 
 
 def _secret_values(cfg: PineConfig) -> list[str]:
-    candidates = [cfg.databento.api_key, cfg.redis.url, cfg.hub.control_token]
-    for strat in cfg.strategies.values():
-        candidates += [strat.broker_account, strat.discord_webhook_url]
-    values = {s.get_secret_value() for s in candidates if s is not None}
+    values = cfg.secrets()
     # Longest first, so that a secret containing another is replaced whole.
     return sorted((v for v in values if len(v) >= _MIN_SCRUB_LEN), key=len, reverse=True)
 

@@ -102,9 +102,12 @@ class SessionsConfig(_Strict):
 class HeartbeatConfig(_Strict):
     """Heartbeat files and Redis keys of every Pine process."""
 
+    # Seconds between refreshes of the Redis key (``heartbeat:{component}``).
     interval: float = Field(default=30.0, gt=0)
+    # Seconds between rewrites of the file.
     write_interval: float = Field(default=30.0, gt=0)
-    # ``{component}`` becomes ``hub`` or ``worker_{strategy}``; relative paths live in the runtime dir.
+    # ``{component}`` becomes ``hub`` or ``worker_{strategy}``, ``{strategy}`` (or the seeds' ``{strategy_name}``)
+    # the strategy (``hub`` for the hub); relative paths live in the runtime dir.
     file_path: str = "heartbeat/{component}.json"
     ttl: float = Field(default=90.0, gt=0)
 
@@ -211,6 +214,59 @@ class SupervisionConfig(_Strict):
     start_timeout_s: float = Field(default=120.0, gt=0)
 
 
+def _yaml_switch(v: Any) -> Any:
+    # YAML 1.1 reads unquoted on/off (and yes/no) as booleans.
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return v
+
+
+# What a message type does: sent with a phone notification, sent silently (no push), or not sent.
+NotifyLevel = Annotated[Literal["on", "silent", "off"], BeforeValidator(_yaml_switch)]
+
+
+class NotificationTypesConfig(_Strict):
+    """Per message type: ``on``, ``silent`` (posted without a push notification) or ``off``."""
+
+    system: NotifyLevel = "silent"  # hub / worker started and stopped
+    entry: NotifyLevel = "on"
+    exit: NotifyLevel = "on"
+    daily_summary: NotifyLevel = "on"
+    emergency: NotifyLevel = "on"  # daily stop, killswitch, process died, data gap, order failed
+    status: NotifyLevel = "on"  # `pine notify status`
+
+
+class NotificationsConfig(_Strict):
+    """Discord notifications (``pine.notify``): the global webhook, message types and delivery."""
+
+    # Global channel; ``strategies.*.discord_webhook_url`` overrides it for that strategy's messages.
+    discord_webhook_url: OptionalSecret = None
+    types: NotificationTypesConfig = NotificationTypesConfig()
+    username: str = Field(default="Pine", min_length=1, max_length=80)
+    # A message delivered this long after its event says how late it is.
+    late_after_s: float = Field(default=60.0, ge=0)
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0)
+    # 5xx and network errors: retry n waits backoff_s × 2^(n-1), at most backoff_max_s (429: Discord's retry_after).
+    backoff_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=300.0, ge=0)
+    # Undelivered this long after its event: dropped (logged) so one dead channel cannot hold messages for ever.
+    give_up_after_h: float = Field(default=48.0, gt=0)
+    # The daily summary waits for every enabled worker to pass the session close, at most this long
+    # after the first one did (a dead worker must not hold it back).
+    summary_wait_minutes: float = Field(default=15.0, ge=0)
+
+
+class DashboardConfig(_Strict):
+    """``pine dashboard``: where it listens and the token that guards it."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8050, ge=1, le=65535)
+    # Required for any write action (killswitch buttons); when set, also for viewing.
+    token: OptionalSecret = None
+    refresh_s: float = Field(default=5.0, ge=1, le=3600)
+
+
 class InstrumentSpec(_Strict):
     """Contract specification of a root symbol (CME); must agree with the contract map."""
 
@@ -227,6 +283,51 @@ class InstrumentSpec(_Strict):
         if not v.endswith(".FUT"):
             raise ValueError(f"must be a Databento parent symbol such as 'ES.FUT', got {v!r}")
         return v
+
+
+class LoggingConfig(_Strict):
+    """Log lines of every Pine process (``pine.logs``): console format and the rotated JSON-lines files."""
+
+    # Console lines: ``text`` (time level component strategy= symbol= logger: message) or ``json`` objects.
+    format: Literal["text", "json"] = "text"
+    # Where each long-running process writes ``{component}.jsonl``; relative paths live in the runtime dir.
+    dir: Path = Path("logs")
+    max_bytes: int = Field(default=10_000_000, ge=10_000)
+    backup_count: int = Field(default=5, ge=1, le=100)
+
+
+class WarmupConfig(_Strict):
+    """Where worker warmup and ``pine warmup build`` find history (lookbacks are per strategy)."""
+
+    # Parquet bar caches (``pine.bar_cache``); relative paths live in the runtime dir.
+    cache_dir: Path = Path("warmup")
+    # DBN archive: what ``pine synth`` and ``pine hub --record`` write; relative paths live in the runtime dir.
+    archive_dir: Path = Path("market")
+    # A Databento Historical request estimated (``metadata.get_cost``) above this is refused.
+    databento_max_cost_usd: float = Field(default=5.0, ge=0)
+    # A worker whose caches are missing builds them from Databento (key set) or the archive before trading.
+    build_missing: bool = True
+
+
+class StrategyWarmupConfig(_Strict):
+    """How much history a strategy's indicators are warmed up with before it trades."""
+
+    daily_bars: int = Field(default=250, ge=0)
+    # Calendar days of hourly bars before the hand-over to the live streams (seeds: 15 days).
+    hourly_days: float = Field(default=15.0, ge=0)
+    # Calendar days of minute bars, used only with ``historical_warmup_compression: 1min``.
+    minute_days: float = Field(default=1.0, ge=0)
+
+
+class ReferenceFeedsConfig(_Strict):
+    """Roots a strategy reads besides its own (``{ROOT}_day``/``{ROOT}_hour`` feeds; ZB daily is ``TLT_day``).
+
+    A required root that is not configured or has no data stops the worker with an error naming its
+    feed; an optional one is reported missing and its features take neutral defaults.
+    """
+
+    required: list[str] = Field(default_factory=list)
+    optional: list[str] = Field(default_factory=list)
 
 
 class StrategyInstrument(_Strict):
@@ -252,6 +353,11 @@ class StrategyConfig(_Strict):
     broker_ticker: Literal["contract", "root"] = "contract"
     instruments: dict[str, StrategyInstrument]
     params: dict[str, Any] = Field(default_factory=dict)
+    # Finest timeframe of the warmup history (seeds: 1h): 1d = daily bars only, 1h = + hourly, 1min = + minute.
+    historical_warmup_compression: Literal["1min", "1h", "1d"] = "1h"
+    warmup: StrategyWarmupConfig = StrategyWarmupConfig()
+    # None: the strategy type's default (ibs with ML-enabled instruments: the seeds' reference roots).
+    reference_feeds: ReferenceFeedsConfig | None = None
 
     @field_validator("instruments", mode="before")
     @classmethod
@@ -293,6 +399,10 @@ class PineConfig(_Strict):
     trades_db: Path = Path("trades.db")
     ml: MlConfig = MlConfig()
     supervision: SupervisionConfig = SupervisionConfig()
+    warmup: WarmupConfig = WarmupConfig()
+    logging: LoggingConfig = LoggingConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     strategies: dict[str, StrategyConfig]
     instruments: dict[str, InstrumentSpec]
     # Where this config and its .env files were read from (set by the loader, for messages and reports).
@@ -324,6 +434,24 @@ class PineConfig(_Strict):
     def trades_db_path(self) -> Path:
         """Where the trades DB is: ``trades_db``, relative to the runtime dir unless absolute."""
         return self.trades_db if self.trades_db.is_absolute() else self.runtime_dir / self.trades_db
+
+    def discord_webhook(self, strategy: str | None = None) -> str | None:
+        """The Discord webhook URL for ``strategy``'s messages (its own, else the global one); None: no Discord."""
+        own = self.strategies[strategy].discord_webhook_url if strategy in self.strategies else None
+        chosen = own or self.notifications.discord_webhook_url
+        return chosen.get_secret_value() if chosen is not None else None
+
+    def secrets(self) -> list[str]:
+        """Every secret value set in this config (API keys, webhook URLs, tokens, the Redis URL)."""
+        candidates = [self.databento.api_key, self.redis.url, self.hub.control_token,
+                      self.notifications.discord_webhook_url, self.dashboard.token]
+        for strat in self.strategies.values():
+            candidates += [strat.broker_account, strat.discord_webhook_url]
+        return sorted({s.get_secret_value() for s in candidates if s is not None})
+
+    def runtime_path(self, p: Path) -> Path:
+        """``p`` relative to the runtime dir unless absolute (caches, archive, logs)."""
+        return p if p.is_absolute() else self.runtime_dir / p
 
     def enabled_strategies(self) -> dict[str, StrategyConfig]:
         """Strategies with ``enabled: true``, in file order."""

@@ -7,6 +7,14 @@ everything else: orders go to the symbol's ``{SYM}_minute`` feed (a market order
 minute bar's open), the protective stop is placed once the entry has filled and cancelled before
 a signalled exit, closed trades become ``TradeRecord``s, and every step is reported to the journal.
 
+Warmup: bars of the worker's history (``BarMeta.warmup``) update indicators and the
+:meth:`observe_bar` hook but no hook decides on them and nothing is ordered. Strategies read
+indicators through :meth:`value`, which returns None instead of reading past the data (an
+indicator still in its minimum period, or a bar further back than the feed holds).
+
+Feeds: ``self.minute``/``self.hour``/``self.day`` map traded symbols to their feeds;
+``self.series[(root, timeframe)]`` holds every feed, reference roots' included (``workers.references``).
+
 In a live worker every order first goes through the worker's ``Execution`` (killswitch, portfolio
 coordinator, order journal, broker): an entry or exit it refuses is not placed in Backtrader's
 book, and a triggered protective stop is only executed once it was let through. The first step
@@ -18,13 +26,17 @@ Backtests run without an execution: every order is placed.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import backtrader as bt
 
+from pine.config.schema import ReferenceFeedsConfig, StrategyConfig
 from pine.killswitch import KillswitchState
+from pine.logs import log_symbol
 from workers.execution import Execution, OrderRequest, Role
 from workers.feeds import BarMeta, feed_name
 from workers.journal import Step, StepJournal
@@ -84,17 +96,23 @@ class BaseStrategy(bt.Strategy):
 
     # Framework parameters set by the engine, never from the config's ``params``.
     FRAMEWORK_PARAMS: ClassVar[frozenset[str]] = frozenset(
-        {"strategy_name", "sizes", "tick_sizes", "journal", "execution"})
+        {"strategy_name", "sizes", "tick_sizes", "journal", "execution", "feeds", "ml_symbols", "missing_feeds"})
     params = (
         ("strategy_name", ""),
         ("sizes", {}),
         ("tick_sizes", {}),
         ("journal", None),
         ("execution", None),
+        # Feed name → (root, timeframe) of every feed; ML-enabled symbols; names of absent optional feeds.
+        ("feeds", {}),
+        ("ml_symbols", ()),
+        ("missing_feeds", ()),
     )
 
     def __init__(self) -> None:
         self.symbols: list[str] = list(self.p.sizes)
+        self.series: dict[tuple[str, str], bt.feed.DataBase] = {self.p.feeds[d._name]: d for d in self.datas}
+        self._source_of = {id(d): key for key, d in self.series.items()}
         self.minute = {s: self.getdatabyname(feed_name(s, "1min")) for s in self.symbols}
         self.hour = {s: self.getdatabyname(feed_name(s, "hourly")) for s in self.symbols}
         self.day = {s: self.getdatabyname(feed_name(s, "daily")) for s in self.symbols}
@@ -104,8 +122,9 @@ class BaseStrategy(bt.Strategy):
         self._day_seen = dict.fromkeys(self.symbols, 0)
         self._closed: list[TradeRecord] = []
         self._fills: list[FillRecord] = []
-        # Position events of this step for the execution: ("opened" | "entry_failed" | "closed", symbol, trade).
-        self._events: list[tuple[str, str, TradeRecord | None]] = []
+        # Position events of this step for the execution: ("opened", symbol, entry fill) | ("entry_failed",
+        # symbol, None) | ("closed", symbol, trade).
+        self._events: list[tuple[str, str, TradeRecord | FillRecord | None]] = []
         self._awaiting_restore: dict[str, PositionRecord] = {}
         self._trading = False
         self.journal: StepJournal | None = self.p.journal
@@ -115,7 +134,27 @@ class BaseStrategy(bt.Strategy):
         if self.execution is not None and isinstance(self.broker, PaperBroker):
             self.broker.stop_gate = self._gate_stop
 
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Raise ValueError for a configured parameter value the strategy cannot run with."""
+
+    @classmethod
+    def default_reference_feeds(cls, config: StrategyConfig) -> ReferenceFeedsConfig:
+        """Reference roots when the config does not list them (none unless a strategy says otherwise)."""
+        return ReferenceFeedsConfig()
+
+    @classmethod
+    def check_references(cls, config: StrategyConfig, references: ReferenceFeedsConfig) -> None:
+        """Raise ValueError when the strategy cannot run with these reference roots."""
+
     # -- hooks ---------------------------------------------------------------------------------
+    def observe_bar(self, root: str, timeframe: str, data: bt.feed.DataBase) -> None:
+        """Called for every bar any feed delivers (warmup included), before the step's decisions."""
+
+    def indicators(self) -> dict[str, dict[str, float | None]]:
+        """Per traded symbol, the values the strategy decides on (None: not ready); for checks and heartbeats."""
+        return {}
+
     def should_enter_long(self, symbol: str) -> bool:
         """Called on a new daily bar of a flat symbol; True buys ``size`` contracts."""
         return False
@@ -137,6 +176,18 @@ class BaseStrategy(bt.Strategy):
         return "long" if direction > 0 else "short"
 
     # -- helpers for strategies ----------------------------------------------------------------
+    @staticmethod
+    def value(line: bt.LineSeries | bt.linebuffer.LineBuffer, ago: int = 0) -> float | None:
+        """``line[ago]`` (``ago`` <= 0), or None when that bar does not exist or has no value yet.
+
+        Backtrader wraps a negative index past the start of a line around to its newest value,
+        and an indicator within its minimum period holds NaN: both are None here.
+        """
+        if len(line) <= -ago:
+            return None
+        x = float(line[ago])
+        return None if math.isnan(x) else x
+
     def bars_held(self, symbol: str) -> int:
         """Daily bars seen since the entry of the open position of ``symbol``."""
         return self._state[symbol].bars_held
@@ -144,6 +195,13 @@ class BaseStrategy(bt.Strategy):
     def tick_size(self, symbol: str) -> float:
         """Minimum price increment of ``symbol`` (from the instrument spec)."""
         return float(self.p.tick_sizes[symbol])
+
+    def stop_on_grid(self, symbol: str, direction: int, raw: float) -> float:
+        """A protective stop price on ``symbol``'s tick grid, never tighter than ``raw``: a long's
+        (``direction`` > 0) rounds down, a short's up."""
+        tick = self.tick_size(symbol)
+        ticks = math.floor(raw / tick + 1e-9) if direction > 0 else math.ceil(raw / tick - 1e-9)
+        return round(ticks * tick, 10)
 
     def position_size(self, symbol: str) -> int:
         """Contracts held in ``symbol`` (negative when short)."""
@@ -183,10 +241,11 @@ class BaseStrategy(bt.Strategy):
         if role == "stop":
             st.exit_order_id = client_order_id(self.p.strategy_name, symbol, when, "buy" if order.isbuy() else "sell")
             st.exit_requested = float(order.created.price)
-        self._fills.append(self._fill(symbol, role, order, when))
+        fill = self._fill(symbol, role, order, when)
+        self._fills.append(fill)
         if role == "entry":
             self._entered(symbol, order, when)
-            self._events.append(("opened", symbol, None))
+            self._events.append(("opened", symbol, fill))
         else:
             st.exit_time = when
             st.exit_price = float(order.executed.price)
@@ -229,7 +288,15 @@ class BaseStrategy(bt.Strategy):
 
     # -- the step --------------------------------------------------------------------------------
     def _step(self) -> None:
-        bars = [(d._name, meta) for d in self.datas for meta in d.take_delivered()]
+        bars = []
+        for d in self.datas:
+            delivered = d.take_delivered()
+            if delivered:
+                bars += [(d._name, meta) for meta in delivered]
+                self.observe_bar(*self._source_of[id(d)], d)
+        if bars and all(meta.warmup for _, meta in bars):
+            self._warmup_step(bars)
+            return
         live = self.journal is None or not self.journal.is_replay(bars)
         events, self._events = self._events, []
         if live and self.execution is not None:
@@ -263,7 +330,18 @@ class BaseStrategy(bt.Strategy):
         if live and self.execution is not None:
             self.execution.end_step(flat=self._flat())
 
+    def _warmup_step(self, bars: list[tuple[str, BarMeta]]) -> None:
+        """History: daily bars are marked seen (no decision is taken on them), the journal counts the bars."""
+        for symbol in self.symbols:
+            self._day_seen[symbol] = len(self.day[symbol])
+        if self.journal is not None:
+            self.journal.record(Step(bars=bars, trades=[], positions={}))
+
     def _on_daily(self, symbol: str) -> None:
+        with log_symbol(symbol):
+            self._decide(symbol)
+
+    def _decide(self, symbol: str) -> None:
         st = self._state[symbol]
         if st.entry_order is not None or st.exit_order is not None or symbol in self._awaiting_restore:
             return
@@ -363,8 +441,9 @@ class BaseStrategy(bt.Strategy):
         symbol = self._symbol_of[id(order.data)]
         side = "buy" if order.isbuy() else "sell"
         meta = order.data.current_meta()
-        return self._submit(symbol, Role.EXIT, side, abs(int(order.size)), STOP_EXIT, meta, order.data._name,
-                            float(order.created.price)) is not None
+        with log_symbol(symbol):
+            return self._submit(symbol, Role.EXIT, side, abs(int(order.size)), STOP_EXIT, meta, order.data._name,
+                                float(order.created.price)) is not None
 
     def _flatten(self, symbols: list[str], now: datetime, *, replay: bool) -> None:
         """Close ``symbols``' positions at market: the FLATTEN killswitch (live), or its record (replay)."""
@@ -402,15 +481,15 @@ class BaseStrategy(bt.Strategy):
         for p in self.execution.start_trading(self._snapshot(), in_flight):
             self._awaiting_restore[p.symbol] = p
 
-    def _report(self, events: list[tuple[str, str, TradeRecord | None]]) -> None:
+    def _report(self, events: list[tuple[str, str, TradeRecord | FillRecord | None]]) -> None:
         assert self.execution is not None
-        for kind, symbol, trade in events:
+        for kind, symbol, record in events:
             if kind == "opened":
-                self.execution.on_opened(symbol)
+                self.execution.on_opened(symbol, record if isinstance(record, FillRecord) else None)
             elif kind == "entry_failed":
                 self.execution.on_entry_failed(symbol)
-            elif trade is not None:
-                self.execution.on_closed(trade)
+            elif isinstance(record, TradeRecord):
+                self.execution.on_closed(record)
 
     def _restore_ready(self) -> None:
         """Put DB positions into the book once their minute feed has a bar to execute against."""

@@ -4,14 +4,26 @@ IBS = (close − low) / (high − low) of the daily bar (0.5 when high == low). 
 IBS <= ``entry_low``; exit when IBS >= ``exit_high`` (``ibs_exit``), after
 ``max_bars_held`` daily bars (``max_bars``), or by a stop at entry × (1 − ``stop_pct``)
 on the minute feed (``stop``).
+
+ML features: for the ML-enabled instruments the strategy keeps the veto model's features
+(``ml.features``, the legacy "ML feature tracker") up to date from every bar of its feeds —
+its own and the reference roots' (by default the seeds' list, see
+:meth:`IbsStrategy.default_reference_feeds`). Features of a missing optional root hold their
+neutral default. They are reported by :meth:`indicators` and in the heartbeat.
 """
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING, Any
 
+import backtrader as bt
+
+from pine.config.schema import ReferenceFeedsConfig, StrategyConfig
 from workers.strategies.base import BaseStrategy
 from workers.strategies.registry import register
+
+if TYPE_CHECKING:
+    from ml.readiness import FeatureTracker
 
 
 def ibs(high: float, low: float, close: float) -> float:
@@ -31,6 +43,54 @@ class IbsStrategy(BaseStrategy):
         ("max_bars_held", 5),
         ("stop_pct", 0.02),
     )
+
+    @classmethod
+    def default_reference_feeds(cls, config: StrategyConfig) -> ReferenceFeedsConfig:
+        """The roots the ML features read (seeds' list) when an instrument is ML-enabled, else none."""
+        if not any(inst.ml_enabled for inst in config.instruments.values()):
+            return ReferenceFeedsConfig()
+        # Imported here: a strategy without ML never pays for the feature library (it imports pandas).
+        from ml.features import OPTIONAL_REFERENCES, REQUIRED_REFERENCES
+
+        return ReferenceFeedsConfig(required=list(REQUIRED_REFERENCES), optional=list(OPTIONAL_REFERENCES))
+
+    @classmethod
+    def check_references(cls, config: StrategyConfig, references: ReferenceFeedsConfig) -> None:
+        """The ML features of ML-enabled instruments need every root the feature catalog requires."""
+        if not any(inst.ml_enabled for inst in config.instruments.values()):
+            return
+        from ml.features import REQUIRED_REFERENCES
+
+        absent = [r for r in REQUIRED_REFERENCES if r not in references.required and r not in config.instruments]
+        if absent:
+            raise ValueError(f"the ML features of the ML-enabled instruments need {', '.join(absent)} among the "
+                             "required reference roots (or leave reference_feeds out for the seeds' list)")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features: FeatureTracker | None = None
+        if self.p.ml_symbols:
+            from ml.readiness import FeatureTracker
+
+            self.features = FeatureTracker(self.p.ml_symbols, {root for root, _ in self.series})
+
+    def observe_bar(self, root: str, timeframe: str, data: bt.feed.DataBase) -> None:
+        if self.features is not None:
+            self.features.update(root, timeframe, data.high[0], data.low[0], data.close[0])
+
+    def indicators(self) -> dict[str, dict[str, float | None]]:
+        out: dict[str, dict[str, float | None]] = {}
+        for symbol in self.symbols:
+            d = self.day[symbol]
+            values: dict[str, float | None] = {"ibs": self.daily_ibs(symbol) if len(d) else None}
+            if self.features is not None and symbol in self.features.features:
+                values |= self.features.values(symbol)
+            out[symbol] = values
+        return out
+
+    def feature_status(self) -> dict[str, Any]:
+        """Per ML-enabled symbol: features ready out of total, and what the waiting ones still need."""
+        return self.features.snapshot() if self.features is not None else {}
 
     def daily_ibs(self, symbol: str) -> float:
         """IBS of the latest session daily bar of ``symbol``."""
@@ -53,8 +113,4 @@ class IbsStrategy(BaseStrategy):
     def stop_price(self, symbol: str, direction: int, entry_price: float) -> float | None:
         if not self.p.stop_pct:
             return None
-        tick = self.tick_size(symbol)
-        raw = entry_price * (1 - direction * self.p.stop_pct)
-        # A long's stop rounds down to the tick grid (a short's up): never tighter than asked.
-        ticks = math.floor(raw / tick + 1e-9) if direction > 0 else math.ceil(raw / tick - 1e-9)
-        return round(ticks * tick, 10)
+        return self.stop_on_grid(symbol, direction, entry_price * (1 - direction * self.p.stop_pct))
