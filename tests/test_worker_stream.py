@@ -204,3 +204,41 @@ def test_a_correction_for_a_processed_bar_is_logged_and_not_traded_again(
     assert [sb.bar.timestamp.minute for sb in _drain(source, minute)] == [2]
     assert source.corrections_ignored == 1 and source.bad_messages == 0
     assert any("arrived after that bar was processed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_partial_bar_is_held_until_its_complete_version_arrives(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    publisher = BarPublisher(client)
+    publisher.publish([_bar("CL", "1min", 0)], T0 + timedelta(minutes=1))
+    # The hub stops mid-minute: the open bar is flushed partial and the clock covers it.
+    partial = _bar("CL", "1min", 1).with_flags(partial=True)
+    publisher.publish([partial], T0 + timedelta(minutes=2), state="stopped")
+    source, minute, _ = _source(client)
+    source.start()
+    assert [sb.bar for sb in _drain(source, minute)] == [_bar("CL", "1min", 0)]
+    assert not source.has_ready()  # the partial bar is not traded
+    # The restarted hub replays the session and publishes the complete bar as a correction.
+    complete = _bar("CL", "1min", 1, price=102.0).with_flags(corrected=True)
+    publisher.publish([complete], T0 + timedelta(minutes=2))
+    source.poll(block=False)
+    assert [sb.bar for sb in _drain(source, minute)] == [complete]
+    assert source.partial_released == 0 and source.corrections_applied == 1
+
+
+def test_a_partial_bar_the_hub_never_completes_is_released_when_the_stream_moves_on(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    publisher = BarPublisher(client)
+    partial = _bar("CL", "1min", 0).with_flags(partial=True)
+    publisher.publish([partial], T0 + timedelta(minutes=1), state="stopped")
+    source, minute, _ = _source(client)
+    source.start()
+    assert not source.has_ready()
+    publisher.publish([_bar("CL", "1min", 3)], T0 + timedelta(minutes=4))
+    with caplog.at_level(logging.WARNING, logger="workers.bar_stream"):
+        source.poll(block=False)
+        released = _drain(source, minute)
+    assert [sb.bar for sb in released] == [partial, _bar("CL", "1min", 3)]
+    assert source.partial_released == 1
+    assert any("releasing partial bar" in r.getMessage() for r in caplog.records)

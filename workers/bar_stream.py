@@ -23,6 +23,11 @@ bar already released is logged and counted in ``corrections_ignored``: history i
 again. Any other bar that does not end after the stream's previous bar is a bad message.
 After a restart the original and its correction may be read in one batch, so the silent
 replay of processed bars can use the corrected version of a bar the first run traded on.
+
+Partial bars (``partial: true``, flushed when the hub stopped mid-bar) are held: a restarted
+hub publishes the complete version as a correction, which replaces the partial one before any
+strategy sees it. Only if the stream moves on without a correction is the partial bar released
+as it is (logged, counted in ``partial_released``).
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ class StreamBarSource:
         self.state = ""
         self._caught_up = False
         self.bad_messages = 0
+        self.partial_released = 0
         self.corrections_applied = 0
         self.corrections_ignored = 0
         self._known_through: dict[str, datetime] = {}
@@ -134,14 +140,30 @@ class StreamBarSource:
 
     def has_ready(self) -> bool:
         """Whether any stream has a ready bar queued."""
-        return any(q and self.is_ready(q[0]) for q in self._queues.values())
+        return any(self._head_ready(q) for q in self._queues.values())
 
     def pop_ready(self, stream: str) -> StreamedBar | None:
         """The next bar of ``stream`` if it is ready, else None."""
         q = self._queues[stream]
-        if q and self.is_ready(q[0]):
-            return q.popleft()
-        return None
+        if not self._head_ready(q):
+            return None
+        head = q.popleft()
+        if head.bar.partial and not self.finished:
+            self.partial_released += 1
+            log.warning("releasing partial bar %s %s as it is: the hub moved on without completing it",
+                        stream, format_stream_id(head.stream_id))
+        return head
+
+    def _head_ready(self, q: deque[StreamedBar]) -> bool:
+        # A partial bar (flushed when the hub stopped) is held while its complete version can
+        # still arrive as a correction (a restarted hub replays the session); if the stream moves
+        # on without one, the next ready bar releases it as the best data there is. After a
+        # finished replay, partial bars are all the data there will ever be.
+        if not q or not self.is_ready(q[0]):
+            return False
+        if q[0].bar.partial and not self.finished:
+            return len(q) > 1 and self.is_ready(q[1])
+        return True
 
     def drained(self, stream: str) -> bool:
         """Whether ``stream`` has no bar queued (ready or not)."""
