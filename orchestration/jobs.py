@@ -14,6 +14,8 @@ import redis
 from pydantic import Field
 
 from assets.daily_summary import daily_summary
+from assets.reconciliation import daily_reconciliation
+from assets.warmup_cache import warmup_cache
 from orchestration import process_control
 from orchestration.components import PROCESS_TAG, check_component, tag_value
 from orchestration.process_control import Outcome, ProcessControlError
@@ -135,6 +137,15 @@ def process_run(job_name: str, component: str) -> tuple[dg.RunConfig, dict[str, 
 
 daily_summary_job = dg.define_asset_job(
     "daily_summary_job",
-    selection=[daily_summary],
-    description="The trading day's summary per strategy from the trades DB (17:00 America/Chicago, Mon–Fri).",
+    # One run per trading day (its partition): the summary and the day's reconciliation together.
+    selection=[daily_summary, daily_reconciliation],
+    description="The trading day's summary per strategy from the trades DB and its reconciliation "
+                "(17:00 America/Chicago, Mon–Fri).",
+)
+
+
+warmup_refresh_job = dg.define_asset_job(
+    "warmup_refresh_job",
+    selection=[warmup_cache],
+    description="Rebuild one symbol's warmup caches (one run per symbol partition).",
 )

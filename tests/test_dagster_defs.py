@@ -117,6 +117,21 @@ def test_definitions_load_and_list_the_asset() -> None:
     assert graph.get(key).group_name == "reference"
     assert CHECK_KEY in graph.asset_check_keys
     assert isinstance(defs.resources["pine_config"], PineConfigResource)
+    warmup = dg.AssetKey("warmup_cache")
+    assert graph.get(warmup).group_name == "market_data"
+    assert {"ES", "CL", "ZB"} <= set(graph.get(warmup).partitions_def.get_partition_keys())
+    assert {c.name for c in graph.get_check_keys_for_assets({warmup})} == {
+        "no_gaps", "no_duplicate_bars", "daily_bars_end_at_session_close"}
+    reconciliation = dg.AssetKey("daily_reconciliation")
+    assert graph.get(reconciliation).group_name == "operations"
+    assert {c.name for c in graph.get_check_keys_for_assets({reconciliation})} == {
+        "live_trades_match_backtest", "orders_acknowledged", "coordinator_matches_positions"}
+    assert set(defs.resolve_job_def("daily_summary_job").asset_layer.executable_asset_keys) == {
+        dg.AssetKey("daily_summary"), reconciliation}
+    assert {graph.get(dg.AssetKey(k)).group_name for k in ("ml_models", "champion_models")} == {"ml"}
+    assert graph.get(dg.AssetKey("bar_audit")).group_name == "market_data"
+    assert {s.name for s in defs.schedules or []} == {"daily_summary", "warmup_refresh"}
+    assert set(defs.resolve_job_def("warmup_refresh_job").asset_layer.executable_asset_keys) == {warmup}
 
 
 def test_dagster_yaml_is_a_valid_instance_config(tmp_path: Path) -> None:
@@ -158,4 +173,6 @@ def test_workspace_loads_with_the_dagster_cli(tmp_path: Path) -> None:
         cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
     )
     assert listing.returncode == 0, listing.stderr
-    assert listing.stdout.split() == ["contract_map", "daily_summary"]
+    assert listing.stdout.split() == [
+        "bar_audit", "champion_models", "contract_map", "daily_reconciliation", "daily_summary", "ml_models",
+        "warmup_cache"]

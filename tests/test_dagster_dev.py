@@ -47,14 +47,18 @@ def test_dagster_dev_loads_the_code_location_and_lists_definitions(dagster: Dags
     (repo,) = data["repositoriesOrError"]["nodes"]
     assert repo["location"]["name"] == "pine"
     assets = {tuple(a["assetKey"]["path"]): a["groupName"] for a in repo["assetNodes"]}
-    assert assets == {("contract_map",): "reference", ("daily_summary",): "operations"}
+    assert assets == {("contract_map",): "reference", ("daily_summary",): "operations",
+                      ("daily_reconciliation",): "operations", ("warmup_cache",): "market_data",
+                      ("bar_audit",): "market_data", ("ml_models",): "ml", ("champion_models",): "ml"}
     jobs = {j["name"] for j in repo["jobs"]}
     assert {"start_process", "restart_process", "stop_process", "daily_summary_job"} <= jobs
     sensors = {s["name"]: (s["minIntervalSeconds"], s["sensorState"]["status"]) for s in repo["sensors"]}
     assert sensors["supervise_processes"] == (30, "STOPPED")  # turned on where Dagster owns the processes
     assert sensors["alert_on_run_failure"][1] == "RUNNING"
 
-    (schedule,) = repo["schedules"]
+    schedules = {s["name"]: s for s in repo["schedules"]}
+    assert set(schedules) == {"daily_summary", "warmup_refresh"}
+    schedule = schedules["daily_summary"]
     assert (schedule["name"], schedule["cronSchedule"], schedule["executionTimezone"]) == (
         "daily_summary", "0 17 * * 1-5", "America/Chicago")
     assert schedule["scheduleState"]["status"] == "RUNNING"

@@ -52,6 +52,7 @@ def test_a_tick_summarises_the_trading_day_that_just_closed(tick_utc: datetime, 
     assert request.run_key == f"daily_summary:{day}"
     assert request.run_config["ops"] == {"daily_summary": {"config": {"trading_day": day}}}
     assert request.tags["pine/trading_day"] == day
+    assert request.partition_key == day  # the day's daily_reconciliation runs in the same job
 
 
 def test_last_closed_trading_day_skips_weekends_and_open_sessions() -> None:

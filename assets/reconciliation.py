@@ -1,0 +1,256 @@
+"""Daily reconciliation of one CME trading day: live trades, orders and portfolio state against their references.
+
+Three checks, each failing loudly (ERROR severity, and a Discord alert through the notifier):
+
+1. **parity** — the trades the live workers recorded for the day equal a backtest of the warmup
+   caches' bars through the same strategy classes (``workers.engine.backtest``);
+2. **orders acknowledged** — every journaled order of the day was acknowledged by the broker,
+   and every trade of the day names journaled, acknowledged orders;
+3. **coordinator matches positions** — the coordinator's slots in Redis and the open positions
+   in the trades DB agree (a current-state comparison: it means most on the day's own run).
+"""
+
+# No `from __future__ import annotations`: Dagster reads the op's config and resource annotations
+# as live types when the decorator runs.
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+from pydantic import Field
+
+from orchestration.resources import PineConfigResource, RedisResource
+from pine.bar_cache import BarCacheError, cache_path, read_bar_list
+from pine.bars import Bar
+from pine.config.schema import PineConfig
+from pine.notify.messages import emergency_message
+from pine.notify.notifier import Notifier
+from pine.redis_server import RedisUnavailableError
+from pine.sessions import SessionCalendar
+from workers.backtest import series_needed
+from workers.coordinator import PortfolioCoordinator, Slot
+from workers.engine import StrategySetupError, backtest
+from workers.order_journal import OrderJournal, OrderRecord, OrderStatus
+from workers.trades_db import PositionRecord, TradeRecord, TradesDB
+
+PARITY = "live_trades_match_backtest"
+ORDERS = "orders_acknowledged"
+COORDINATOR = "coordinator_matches_positions"
+_LISTED = 20
+
+# Partition keys are CME trading days (the local date of the 17:00 close): Monday to Friday.
+# end_offset=1 makes the current day's key exist before its window ends, for the 17:00 schedule.
+trading_day_partitions = dg.TimeWindowPartitionsDefinition(
+    cron_schedule="0 0 * * 1-5", timezone="America/Chicago", fmt="%Y-%m-%d", start="2024-01-01", end_offset=1
+)
+
+
+class ReconciliationConfig(dg.Config):
+    """Where the backtest stops warming up and starts trading."""
+
+    trading_from: str | None = Field(
+        default=None,
+        description="ISO instant the live workers started trading (bars up to it are warmup); "
+                    "default: none, every cached bar is traded",
+    )
+
+
+@dg.asset(
+    group_name="operations",
+    kinds={"sqlite", "redis"},
+    partitions_def=trading_day_partitions,
+    # Blocking: a failed check fails the run, which alert_on_run_failure reports as well.
+    check_specs=[
+        dg.AssetCheckSpec(PARITY, asset="daily_reconciliation", description="live trades equal the backtest's",
+                          blocking=True),
+        dg.AssetCheckSpec(ORDERS, asset="daily_reconciliation", description="journal orders acknowledged",
+                          blocking=True),
+        dg.AssetCheckSpec(COORDINATOR, asset="daily_reconciliation", description="slots equal DB positions",
+                          blocking=True),
+    ],
+)
+def daily_reconciliation(
+    context: dg.AssetExecutionContext, config: ReconciliationConfig, pine_config: PineConfigResource,
+    redis: RedisResource,
+) -> dg.MaterializeResult:
+    """Trades, orders and positions of one trading day reconciled with a backtest, the broker and the coordinator."""
+    cfg = pine_config.load(verify_contract_map=False)
+    day = date.fromisoformat(context.partition_key)
+    calendar = cfg.sessions.calendar()
+    try:
+        warmup_until = datetime.fromisoformat(config.trading_from) if config.trading_from else None
+    except ValueError:
+        raise dg.Failure(f"trading_from must be an ISO instant, got {config.trading_from!r}",
+                         allow_retries=False) from None
+    live: dict[str, list[TradeRecord]] = {name: [] for name in cfg.enabled_strategies()}
+    orders: list[OrderRecord] = []
+    positions: dict[str, dict[str, PositionRecord]] = {}
+    # No trades DB means no worker has run: nothing recorded (and Dagster does not create the DB).
+    if cfg.trades_db_path.exists():
+        db = TradesDB(cfg.trades_db_path, calendar=calendar)
+        try:
+            live = {name: day_trades(db.trades(name), day, calendar) for name in live}
+            orders = day_orders(db, day)
+            positions = {name: db.open_positions(name) for name in live}
+        finally:
+            db.close()
+    parity: list[str] = []
+    replayed = 0
+    for name, trades in live.items():
+        try:
+            expected = day_trades(backtest_trades(cfg, name, calendar, day, warmup_until), day, calendar)
+        except (BarCacheError, StrategySetupError) as exc:
+            parity.append(f"{name}: no backtest ({exc})")
+            continue
+        replayed += len(expected)
+        parity += [f"{name}: {m}" for m in parity_mismatches(trades, expected)]
+    live_trades = [t for trades in live.values() for t in trades]
+    order_problems = order_mismatches(orders, live_trades)
+    coordinator_problems = _coordinator_problems(redis, cfg, positions)
+    results = [
+        _result(PARITY, parity, {"live_trades": len(live_trades), "backtest_trades": replayed}),
+        _result(ORDERS, order_problems, {"orders": len(orders)}),
+        _result(COORDINATOR, coordinator_problems,
+                {"open_positions": sum(len(p) for p in positions.values())}),
+    ]
+    failed = {r.check_name: problems for r, problems in
+              zip(results, (parity, order_problems, coordinator_problems), strict=True) if not r.passed}
+    if failed:
+        _alert(cfg, day, failed)
+    context.log.info(f"trading day {day}: {len(live_trades)} trades, {len(orders)} orders, failed: {sorted(failed)}")
+    return dg.MaterializeResult(
+        metadata={
+            "trading_day": day.isoformat(),
+            "trades": len(live_trades),
+            "orders": len(orders),
+            "mismatches": sum(len(p) for p in failed.values()),
+            "preview": dg.MetadataValue.md(_trade_table(live_trades)),
+            "trades_db": dg.MetadataValue.path(str(cfg.trades_db_path)),
+        },
+        check_results=results,
+    )
+
+
+def day_trades(trades: Iterable[TradeRecord], day: date, calendar: SessionCalendar) -> list[TradeRecord]:
+    """The trades whose exit falls in trading day ``day``, in (exit, symbol, entry) order."""
+    out = [t for t in trades if calendar.trading_day(t.exit_time - timedelta(microseconds=1)) == day]
+    return sorted(out, key=lambda t: (t.exit_time, t.symbol, t.entry_time))
+
+
+def day_orders(db: TradesDB, day: date) -> list[OrderRecord]:
+    """The journaled orders of trading day ``day``."""
+    journal = OrderJournal(db)
+    ids = [row[0] for row in db.conn.execute("SELECT client_order_id FROM orders WHERE trading_day = ? "
+                                              "ORDER BY created_at", (day.isoformat(),))]
+    return [order for cid in ids if (order := journal.get(cid)) is not None]
+
+
+def backtest_trades(cfg: PineConfig, name: str, calendar: SessionCalendar, day: date,
+                    warmup_until: datetime | None) -> list[TradeRecord]:
+    """Strategy ``name`` backtested on its cached bars through the close of ``day`` (the live worker's bars)."""
+    close = calendar.session_end(datetime.combine(day, datetime.min.time(), tzinfo=ZoneInfo(calendar.timezone)))
+    cache_dir = cfg.runtime_path(cfg.warmup.cache_dir)
+    bars: list[Bar] = []
+    for root, tf in series_needed(cfg, name):
+        path = cache_path(cache_dir, root, tf)
+        if path.exists():  # an optional reference root without history is missing, as for the live worker
+            bars += [b for b in read_bar_list(path) if b.end <= close]
+    return backtest(cfg, name, bars, warmup_until=warmup_until).journal.trades
+
+
+def parity_mismatches(live: Sequence[TradeRecord], expected: Sequence[TradeRecord]) -> list[str]:
+    """Differences between live and backtest trades: missing, extra, or different economics (same trade id)."""
+    live_by_id = {t.trade_id: t for t in live}
+    expected_by_id = {t.trade_id: t for t in expected}
+    out = []
+    for tid in sorted(live_by_id.keys() | expected_by_id.keys()):
+        got, want = live_by_id.get(tid), expected_by_id.get(tid)
+        if want is None:
+            out.append(f"{tid}: live trade not in the backtest")
+        elif got is None:
+            out.append(f"{tid}: backtest trade not recorded live")
+        elif got != want:
+            out.append(f"{tid}: live {_economics(got)} ≠ backtest {_economics(want)}")
+    return out
+
+
+def order_mismatches(orders: Sequence[OrderRecord], trades: Sequence[TradeRecord]) -> list[str]:
+    """Orders of the day the broker did not acknowledge, and trades whose orders are not acknowledged ones."""
+    # A cancelled order was never sent: nothing for the broker to acknowledge.
+    out = [f"order {o.client_order_id} ({o.intent.symbol} {o.intent.role}) is {o.status}"
+           for o in orders if o.status not in (OrderStatus.ACKNOWLEDGED, OrderStatus.CANCELLED)]
+    acknowledged = {o.client_order_id for o in orders if o.status is OrderStatus.ACKNOWLEDGED}
+    counts = Counter(o.client_order_id for o in orders)
+    out += [f"order {cid} journaled {n} times" for cid, n in counts.items() if n > 1]
+    for t in trades:
+        # Entries of earlier days are journaled under their own day: only this day's exits are required here.
+        if t.exit_order_id is not None and t.exit_order_id not in acknowledged:
+            out.append(f"{t.trade_id}: exit order {t.exit_order_id} is not an acknowledged order of the day")
+    return out
+
+
+def position_mismatches(positions: Mapping[str, Mapping[str, PositionRecord]], slots: Sequence[Slot]) -> list[str]:
+    """Open coordinator slots without a DB position and DB positions without a slot (per strategy and symbol)."""
+    held = {(s.owner, s.symbol): s for s in slots}
+    out = [f"{owner}:{symbol}: coordinator slot {slot.state} ({slot.client_order_id}) but no open position in the DB"
+           for (owner, symbol), slot in sorted(held.items())
+           # A reserved slot is an entry in flight; only an open slot claims a position.
+           if slot.state == "open" and symbol not in positions.get(owner, {})]
+    out += [f"{name}:{symbol}: open in the DB ({p.direction} {p.size}) but no coordinator slot"
+            for name, by_symbol in sorted(positions.items()) for symbol, p in sorted(by_symbol.items())
+            if (name, symbol) not in held]
+    return out
+
+
+def _coordinator_problems(redis: RedisResource, cfg: PineConfig,
+                          positions: Mapping[str, Mapping[str, PositionRecord]]) -> list[str]:
+    try:
+        client = redis.client(cfg)
+    except RedisUnavailableError as exc:
+        return [f"coordinator state unreadable: {exc}"]
+    try:
+        # The owner name only scopes writes; reading every slot is owner-independent.
+        slots = PortfolioCoordinator.from_config(client, "dagster", cfg).slots()
+    finally:
+        client.close()
+    enabled = set(cfg.enabled_strategies())
+    return position_mismatches(positions, [s for s in slots if s.owner in enabled])
+
+
+def _result(name: str, problems: list[str], counts: Mapping[str, int]) -> dg.AssetCheckResult:
+    more = f"\n- … and {len(problems) - _LISTED} more" if len(problems) > _LISTED else ""
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{len(problems)} mismatch(es)" if problems else None,
+        metadata={**counts, "mismatches": len(problems),
+                  "details": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in problems[:_LISTED]) + more
+                                                 or "none")},
+    )
+
+
+def _alert(cfg: PineConfig, day: date, failed: Mapping[str, list[str]]) -> None:
+    notifier = Notifier(cfg, "dagster", client=None, watch=False).start()
+    try:
+        lines = [f"{check}: {len(problems)} mismatch(es), e.g. {problems[0]}" for check, problems in failed.items()]
+        notifier.publish(emergency_message(f"reconciliation:{day.isoformat()}", f"Reconciliation of {day} failed",
+                                           "\n".join(lines)))
+    finally:
+        notifier.close()
+
+
+def _economics(t: TradeRecord) -> str:
+    return (f"{t.direction} {t.size} {t.entry_price:g}→{t.exit_price:g} net {t.net_pnl:.2f} "
+            f"({t.exit_reason}, {t.exit_time.isoformat()})")
+
+
+def _trade_table(trades: Sequence[TradeRecord]) -> str:
+    if not trades:
+        return "No closed trades."
+    rows = ["| strategy | symbol | direction | entry | exit | net P&L | reason |", "|---|---|---|---:|---:|---:|---|"]
+    rows += [f"| {t.strategy} | {t.symbol} | {t.direction} | {t.entry_price:g} | {t.exit_price:g} | "
+             f"{t.net_pnl:,.2f} | {t.exit_reason} |" for t in trades[:_LISTED]]
+    return "\n".join(rows)
