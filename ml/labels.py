@@ -26,11 +26,14 @@ LABEL_COLUMNS: Final = ("decision_time", "entry_time", "exit_time", "net_pnl", "
 
 
 def single_symbol_config(cfg: PineConfig, strategy: str, symbol: str) -> PineConfig:
-    """``cfg`` with only ``strategy``, trading only ``symbol`` (with its configured settings)."""
+    """``cfg`` with only ``strategy``, trading only ``symbol`` (with its configured settings, ML off)."""
     scfg = cfg.strategy(strategy)
     if symbol not in scfg.instruments:
         raise KeyError(f"{symbol} is not an instrument of strategy {strategy} ({', '.join(scfg.instruments)})")
-    only = scfg.model_copy(update={"instruments": {symbol: scfg.instruments[symbol]}})
+    # Labels are the outcomes of every signal, unvetoed: the labelling backtest needs neither the
+    # features nor their reference feeds (which the symbol's own bars do not include).
+    inst = scfg.instruments[symbol].model_copy(update={"ml_enabled": False})
+    only = scfg.model_copy(update={"instruments": {symbol: inst}})
     return cfg.model_copy(update={"strategies": {strategy: only}})
 
 
