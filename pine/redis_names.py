@@ -40,6 +40,12 @@ def heartbeat(component: str) -> str:
     return f"heartbeat:{component}"
 
 
+def worker_control(strategy: str) -> str:
+    """Control channel of one strategy worker, e.g. ``worker:ibs:control``; messages are JSON objects,
+    ``{"command": "reload_models"}`` reloads the ML champion models."""
+    return f"worker:{strategy}:control"
+
+
 def bar_stream_id(start: datetime) -> str:
     """Stream entry id of a bar: its start in epoch milliseconds.
 

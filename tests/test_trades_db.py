@@ -42,7 +42,7 @@ def test_a_skeleton_db_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "trades.db"
     _v1_db(path)
     db = TradesDB(path)
-    assert db.migrated == [1, 2] and db.schema_version == SCHEMA_VERSION == 2
+    assert db.migrated == [1, 2, 3] and db.schema_version == SCHEMA_VERSION == 3
     [trade] = db.trades("ibs_a")
     assert (trade.symbol, trade.net_pnl, trade.exit_reason, trade.entry_order_id) == ("CL", -669.0, "max_bars", None)
     assert db.cursors("ibs_a") == {"CL_minute": (1709593500000, 0)}
@@ -50,6 +50,8 @@ def test_a_skeleton_db_is_migrated_in_place(tmp_path: Path) -> None:
     assert db.conn.execute("SELECT trading_day FROM trades").fetchone() == ("2024-03-06",)
     assert {"requested_price", "status", "attempts"} <= _columns(db.conn, "orders")
     assert {"best_price", "worst_price", "ml_score", "ml_model_version", "entry_tag"} <= _columns(db.conn, "trades")
+    assert {"signal_time", "version", "score", "threshold", "take", "shadow", "outcome", "features"} <= _columns(
+        db.conn, "ml_decisions")
     assert db.conn.execute("SELECT strategy, trading_day, trades, net_pnl FROM daily_pnl").fetchall() == [
         ("ibs_a", "2024-03-06", 1, -669.0)]
     db.close()
@@ -64,8 +66,8 @@ def test_two_processes_opening_a_new_db_migrate_it_once(tmp_path: Path) -> None:
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
     applied = [v for p in procs for v in ast.literal_eval(p.communicate(timeout=60)[0].strip())]
-    assert sorted(applied) == [1, 2]  # each version applied by exactly one of them
-    assert TradesDB(path).schema_version == 2
+    assert sorted(applied) == [1, 2, 3]  # each version applied by exactly one of them
+    assert TradesDB(path).schema_version == 3
 
 
 def test_a_db_from_a_newer_pine_is_refused(tmp_path: Path) -> None:
@@ -73,7 +75,7 @@ def test_a_db_from_a_newer_pine_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 9")
     conn.close()
-    with pytest.raises(SchemaError, match="schema v9, newer than this Pine's v2"):
+    with pytest.raises(SchemaError, match="schema v9, newer than this Pine's v3"):
         TradesDB(path)
 
 

@@ -26,7 +26,7 @@ def test_a_fresh_worker_is_ready_and_says_what_it_checked(redis_url: str, tmp_pa
     code, out = _check(config, redis_url, tmp_path / "runtime", "--check")
     assert code == 0, out
     for line in ("ok    config", "ok    redis", "ok    killswitch   off", "skip  broker       paper broker",
-                 "ok    trades db", "writable (schema v2, migrated to v2, WAL)",
+                 "ok    trades db", "writable (schema v3, migrated to v3, WAL)",
                  "warn  warmup data  3 of 3 bar streams have no bars yet", "=> ready"):
         assert line in out, out
     Feed(BarPublisher(redis.Redis.from_url(redis_url)), market({DAYS[0]: {}}, ["CL"])).finish()
@@ -71,4 +71,4 @@ def test_an_unusable_trades_db_fails_the_check(redis_url: str, tmp_path: Path) -
     conn.close()
     config = write_config(tmp_path / "c.yml", {"pf": {"symbols": ["CL"]}})
     code, out = _check(config, redis_url, runtime, "--check")
-    assert code == 1 and "fail  trades db" in out and "schema v7, newer than this Pine's v2" in out, out
+    assert code == 1 and "fail  trades db" in out and "schema v7, newer than this Pine's v3" in out, out

@@ -20,7 +20,7 @@ from typing import Final
 
 from pine.sessions import SessionCalendar
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 
 class SchemaError(RuntimeError):
@@ -168,9 +168,35 @@ def _v2(conn: sqlite3.Connection, calendar: SessionCalendar) -> None:
             conn.execute(statement)
 
 
+# v3: the ML veto audit, one row per entry signal of an ML-enabled symbol (vetoed ones included);
+# keyed by the signal so a replayed step cannot record it twice.
+_V3: Final = """
+CREATE TABLE ml_decisions (
+    strategy    TEXT NOT NULL,
+    symbol      TEXT NOT NULL,
+    signal_time TEXT NOT NULL,
+    model       TEXT NOT NULL,
+    version     TEXT,
+    score       REAL,
+    threshold   REAL,
+    take        INTEGER,
+    shadow      INTEGER NOT NULL,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('taken', 'vetoed', 'not_ready')),
+    features    TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (strategy, symbol, signal_time)
+)
+"""
+
+
+def _v3(conn: sqlite3.Connection, calendar: SessionCalendar) -> None:
+    conn.execute(_V3)
+
+
 _MIGRATIONS: Final[tuple[tuple[int, Callable[[sqlite3.Connection, SessionCalendar], None]], ...]] = (
     (1, _v1),
     (2, _v2),
+    (3, _v3),
 )
 
 

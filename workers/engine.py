@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import backtrader as bt
@@ -19,6 +20,7 @@ from pine.config.schema import PineConfig, ReferenceFeedsConfig, StrategyConfig
 from workers.execution import Execution
 from workers.feeds import FeedFactory, ListFeedSet, feed_name
 from workers.journal import MemoryJournal, StepJournal
+from workers.ml_veto import MlVeto
 from workers.paper_broker import paper_broker
 from workers.references import FeedLayout, layout_for
 from workers.strategies import BaseStrategy, UnknownStrategyTypeError, strategy_class
@@ -89,14 +91,30 @@ def resolve_strategy(cfg: PineConfig, name: str) -> StrategySetup:
     return setup
 
 
+def ml_veto(setup: StrategySetup, layout: FeedLayout, runtime_dir: Path | None = None) -> MlVeto | None:
+    """The strategy's ML veto (feature tracker, no models loaded yet), or None without ML-enabled instruments.
+
+    Raises ``workers.ml_veto.MlSetupError`` naming a feed the features need that ``layout`` lacks.
+    """
+    if not setup.ml_symbols:
+        return None
+    return MlVeto(setup.name, setup.ml_symbols, {spec.root for spec in layout.feeds},
+                  shadow=setup.config.ml_shadow, runtime_dir=runtime_dir)
+
+
 def build_cerebro(cfg: PineConfig, setup: StrategySetup, make_feed: FeedFactory, journal: StepJournal,
-                  execution: Execution | None = None, layout: FeedLayout | None = None) -> bt.Cerebro:
+                  execution: Execution | None = None, layout: FeedLayout | None = None,
+                  ml: MlVeto | None = None) -> bt.Cerebro:
     """A Cerebro with the strategy's feeds (``layout``; default: every configured reference root has
     one), paper broker and strategy.
 
     With an ``execution`` (live workers) every order goes through it; without (backtests) all are placed.
+    ``ml``: the worker's ML veto; without one, ML-enabled instruments get a tracker with no models
+    (features computed and reported, no veto: backtests).
     """
     layout = layout or setup.layout(cfg.instruments)
+    if ml is None:
+        ml = ml_veto(setup, layout)
     cerebro = bt.Cerebro(runonce=False, stdstats=False)
     for spec in layout.feeds:
         cerebro.adddata(make_feed(spec.root, spec.timeframe), name=spec.name)
@@ -109,7 +127,7 @@ def build_cerebro(cfg: PineConfig, setup: StrategySetup, make_feed: FeedFactory,
         journal=journal,
         execution=execution,
         feeds={spec.name: (spec.root, spec.timeframe) for spec in layout.feeds},
-        ml_symbols=tuple(setup.ml_symbols),
+        ml=ml,
         missing_feeds=tuple(layout.missing_feeds),
         **setup.params,
     )

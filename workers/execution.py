@@ -239,10 +239,11 @@ class Execution:
         return self._exits_by_reason[reason].get(signal_time, [])
 
     # -- position lifecycle (live steps) ----------------------------------------------------------
-    def on_opened(self, symbol: str, fill: FillRecord | None = None) -> None:
-        """The entry of ``symbol`` filled: its reservation becomes an open slot (and Discord hears of it)."""
+    def on_opened(self, symbol: str, fill: FillRecord | None = None, *, ml_score: float | None = None) -> None:
+        """The entry of ``symbol`` filled: its reservation becomes an open slot (and Discord hears of it, with
+        the ML veto's score when a model decided)."""
         if self.notifier is not None and fill is not None:
-            self.notifier.entry(fill)
+            self.notifier.entry(fill, ml_score=ml_score)
         if self.coordinator is not None:
             self._redis_safely("confirm", self.coordinator.confirm, symbol)
 

@@ -6,7 +6,8 @@ and then reads its streams from the first bar after that history (without histor
 beginning). Warmup bars are neither traded nor ledgered. Stream bars at or below a feed's
 ledger cursor were processed by an earlier run and are *replayed*: they go through the strategy
 again, silently, to rebuild indicator and book state, and are not ledgered again. Bars after the
-cursor are ledgered together with that step's trades, fills and open positions in one transaction.
+cursor are ledgered together with that step's trades, fills, ML decisions and open positions in one
+transaction.
 
 Replayed steps never send orders: ``is_replay`` tells the strategy, and ``workers.execution``
 then takes each order's outcome from the order journal instead (acknowledged orders are placed
@@ -25,7 +26,7 @@ from typing import Protocol
 
 from workers.bar_stream import StreamId
 from workers.feeds import BarMeta
-from workers.trades_db import FillRecord, LedgerEntry, PositionRecord, TradeRecord, TradesDB
+from workers.trades_db import DecisionRecord, FillRecord, LedgerEntry, PositionRecord, TradeRecord, TradesDB
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Step:
     positions: dict[str, int]
     fills: list[FillRecord] = field(default_factory=list)
     open_positions: dict[str, PositionRecord] = field(default_factory=dict)
+    decisions: list[DecisionRecord] = field(default_factory=list)
 
 
 class StepJournal(Protocol):
@@ -82,6 +84,7 @@ class MemoryJournal:
     def __init__(self) -> None:
         self.trades: list[TradeRecord] = []
         self.fills: list[FillRecord] = []
+        self.decisions: list[DecisionRecord] = []
         self.stats = RunStats()
 
     def is_replay(self, bars: Sequence[tuple[str, BarMeta]]) -> bool:
@@ -91,6 +94,7 @@ class MemoryJournal:
         self.stats.note(step)
         self.trades.extend(step.trades)
         self.fills.extend(step.fills)
+        self.decisions.extend(step.decisions)
         self.stats.trades_recorded += len(step.trades)
 
 
@@ -134,8 +138,8 @@ class LedgerJournal:
             new.append(LedgerEntry(feed, meta.stream_id, meta.end))
         # Positions are written by live steps only: a replayed step's book is older than the DB's.
         positions = step.open_positions if new and step.open_positions != self._positions else None
-        if new or step.trades or step.fills:
-            inserted = self.db.record_step(self.strategy, new, step.trades, step.fills, positions)
+        if new or step.trades or step.fills or step.decisions:
+            inserted = self.db.record_step(self.strategy, new, step.trades, step.fills, positions, step.decisions)
             if positions is not None:
                 self._positions = positions
             self.stats.trades_recorded += inserted

@@ -10,11 +10,18 @@ orders today and the missing optional feeds. Orders go through ``workers.executi
 everything is recorded in the trades DB. Preflight checks run first (``--check`` runs only
 them). SIGTERM/SIGINT stop it gracefully: no further bar is taken, the current step's orders
 are journaled (they are before being sent), a final heartbeat is written, the DB and Redis closed.
+
+ML veto (``workers.ml_veto``): with ML-enabled instruments the worker loads each symbol's champion
+model after the warmup history is known (a model that fails to load or verify refuses the start),
+and reloads them on ``{"command": "reload_models"}`` published on ``worker:{strategy}:control``
+(``pine.redis_names.worker_control``), between steps; a failed reload keeps the loaded models.
+The heartbeat's ``ml`` field shows feature readiness, model version per symbol and any failed reload.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -35,10 +42,11 @@ from pine.notify.notifier import Notifier
 from pine.redis_server import RedisUnavailableError, connect, resolve_redis_url
 from workers.bar_stream import StreamBarSource, parse_stream_id
 from workers.coordinator import PortfolioCoordinator
-from workers.engine import StrategySetup, StrategySetupError, build_cerebro, resolve_strategy
+from workers.engine import StrategySetup, StrategySetupError, build_cerebro, ml_veto, resolve_strategy
 from workers.execution import Execution
 from workers.feeds import LiveFeedSet
 from workers.journal import LedgerJournal
+from workers.ml_veto import MlSetupError, MlVeto
 from workers.order_journal import OrderJournal
 from workers.preflight import run_preflight, sender_for
 from workers.reconcile import ReconcileError
@@ -78,6 +86,8 @@ class Worker:
         self.status = "starting"
         self.statuses = [self.status]  # every status this run went through, in order
         self.stop_signal: int | None = None
+        self.ml: MlVeto | None = None
+        self.control = client.pubsub(ignore_subscribe_messages=True)
 
     def run(self) -> int:
         """Warm up, then trade until the hub has finished (with ``stop_at_end``) or a signal arrives.
@@ -87,6 +97,7 @@ class Worker:
         """
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
+            self.control.subscribe(redis_names.worker_control(self.setup.name))
             self._beat(force=True)
             self.notifier.start().started(f"{len(self.setup.symbols)} symbols ({' '.join(self.setup.symbols)}), "
                                           f"{self.execution.sender.name} broker")
@@ -98,10 +109,13 @@ class Worker:
                 log.warning("worker %s: optional reference feed(s) missing, their features take neutral defaults: %s",
                             self.setup.name, " ".join(self.warmup.layout.missing_feeds))
             if self.stop_signal is None:
+                self.ml = ml_veto(self.setup, self.warmup.layout, self.cfg.runtime_dir)
+                if self.ml is not None:
+                    self.ml.load_models()
                 feeds = LiveFeedSet(self.source, stop_at_end=self.stop_at_end, on_idle=lambda: self._tick(idle=True),
                                     warmup=self.warmup.bars, handover=self.warmup.handover)
                 self.cerebro = build_cerebro(self.cfg, self.setup, feeds.make_feed, self.journal, self.execution,
-                                             layout=self.warmup.layout)
+                                             layout=self.warmup.layout, ml=self.ml)
                 self._report_gaps()
                 self._report_untraded()
                 self.source.start()
@@ -118,7 +132,7 @@ class Worker:
                      self.setup.name, self.status, sum(stats.bars.values()), stats.replayed_bars,
                      sum(stats.warmup_bars.values()), stats.trades_recorded, self.execution.stats.counts or "none")
             return 0
-        except (ReconcileError, WarmupError) as exc:
+        except (ReconcileError, WarmupError, MlSetupError) as exc:
             log.error("worker %s refuses to trade: %s", self.setup.name, exc)
             self._set_status("refused")
             return 1
@@ -131,6 +145,7 @@ class Worker:
                 signal.signal(sig, handler)
             self.notifier.stopped(self.status, f"{self.journal.stats.trades_recorded} trades recorded in total")
             self.notifier.close()
+            self.control.close()
             self.db.close()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -162,11 +177,36 @@ class Worker:
     def _tick(self, *, idle: bool = False) -> None:
         """After every step, and whenever the feeds wait for bars: readiness, then the heartbeat."""
         self.notifier.progress(self.journal.stats.last_bar_end.values())
+        self._poll_control()
         if self.status == "warming_up" and self.cerebro is not None and self._caught_up(idle):
             log.info("worker %s: warmup done (%s), trading", self.setup.name, self._warmup_figures())
             self._set_status("ready")
         elif time.monotonic() - self._last_beat >= self.heartbeat.every:
             self._beat()
+
+    def _poll_control(self) -> None:
+        """Handle the worker control messages waiting now (called between steps, never within one)."""
+        try:
+            while (message := self.control.get_message(timeout=0)) is not None:
+                self._on_control(message["data"])
+        except redis.RedisError as exc:
+            log.warning("worker %s: control channel unavailable: %s", self.setup.name, exc)
+
+    def _on_control(self, data: str | bytes) -> None:
+        try:
+            command = json.loads(data).get("command")
+        except (ValueError, AttributeError):
+            log.warning("worker %s: ignored a malformed control message: %.200r", self.setup.name, data)
+            return
+        if command != "reload_models":
+            log.warning("worker %s: ignored unknown control command %.100r", self.setup.name, command)
+        elif self.ml is None:
+            log.warning("worker %s: reload_models ignored: no ML-enabled instrument (or not started)",
+                        self.setup.name)
+        else:
+            log.info("worker %s: reloading the ML models", self.setup.name)
+            self.ml.reload()
+            self._beat(force=True)
 
     def _caught_up(self, idle: bool) -> bool:
         """Every warmup bar was drained and either a bar no earlier run processed has been reached or
@@ -245,6 +285,8 @@ class Worker:
         }
         if self.strategy is not None or self.cerebro is not None:
             fields["ml_features"] = self._feature_summary()
+        if self.ml is not None:
+            fields["ml"] = self.ml.status()
         self.heartbeat.beat(self.status, force=force, **fields)
 
     def _feature_summary(self) -> dict[str, str]:

@@ -10,9 +10,11 @@ Tables (schema and migrations in ``workers.db_schema``):
 - ``fills``: one row per executed order (paper fills, or the modelled fills of a webhook broker).
 - ``positions``: the open positions of each strategy after its latest processed step.
 - ``orders``: the order outbox (``workers.order_journal``), written before anything is sent.
+- ``ml_decisions``: the ML veto audit, one row per entry signal of an ML-enabled symbol (taken, vetoed
+  or not ready), keyed by strategy, symbol and signal time.
 - ``daily_pnl``: a view of realised P&L per strategy and CME trading day.
 
-Bars, trades, fills and positions of one Backtrader step are written in one transaction: after a
+Bars, trades, fills, ML decisions and positions of one Backtrader step are written in one transaction: after a
 crash they are all there or none is. WAL mode: readers never block the writer (one connection, so
 one writer, per process); several worker processes share the file under a busy timeout.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import astuple, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, TypeVar
@@ -128,6 +130,28 @@ class PositionRecord:
 _POSITION_COLUMNS: Final = tuple(f.name for f in fields(PositionRecord))
 
 
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One ML veto decision on an entry signal. ``outcome``: ``taken``, ``vetoed`` or ``not_ready`` (no
+    decision: ``version`` of the model that would have decided, score, threshold and take are None).
+    ``features`` is the JSON object of the feature values (None where not ready)."""
+
+    strategy: str
+    symbol: str
+    signal_time: datetime
+    model: str
+    version: str | None
+    score: float | None
+    threshold: float | None
+    take: bool | None
+    shadow: bool
+    outcome: str
+    features: str
+
+
+_DECISION_COLUMNS: Final = tuple(f.name for f in fields(DecisionRecord))
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -188,11 +212,12 @@ class TradesDB:
         trades: Sequence[TradeRecord],
         fills: Sequence[FillRecord] = (),
         positions: Mapping[str, PositionRecord] | None = None,
+        decisions: Sequence[DecisionRecord] = (),
     ) -> int:
         """Write one step in one transaction; returns trades newly inserted.
 
-        ``positions`` (if given) replaces the strategy's open positions. Trades and fills already
-        recorded are left as they are.
+        ``positions`` (if given) replaces the strategy's open positions. Trades, fills and ML decisions
+        already recorded are left as they are.
         """
         now = _now()
         inserted = 0
@@ -214,6 +239,11 @@ class TradesDB:
                 f"INSERT OR IGNORE INTO fills ({', '.join(_FILL_COLUMNS)}, recorded_at) "
                 f"VALUES ({', '.join('?' * (len(_FILL_COLUMNS) + 1))})",
                 [(*_to_row(f), now) for f in fills],
+            )
+            self.conn.executemany(
+                f"INSERT OR IGNORE INTO ml_decisions ({', '.join(_DECISION_COLUMNS)}, recorded_at) "
+                f"VALUES ({', '.join('?' * (len(_DECISION_COLUMNS) + 1))})",
+                [(*_to_row(d), now) for d in decisions],
             )
             if positions is not None:
                 self._replace_positions(strategy, positions, now)
@@ -253,6 +283,19 @@ class TradesDB:
         ).fetchall()
         return [_from_row(FillRecord, _FILL_COLUMNS, r) for r in rows]
 
+    def decisions(self, strategy: str) -> list[DecisionRecord]:
+        """ML veto decisions of ``strategy`` in signal order."""
+        rows = self.conn.execute(
+            f"SELECT {', '.join(_DECISION_COLUMNS)} FROM ml_decisions WHERE strategy = ? ORDER BY signal_time, symbol",
+            (strategy,),
+        ).fetchall()
+        out = []
+        for r in rows:
+            d = _from_row(DecisionRecord, _DECISION_COLUMNS, r)
+            # SQLite hands booleans back as integers.
+            out.append(replace(d, take=None if d.take is None else bool(d.take), shadow=bool(d.shadow)))
+        return out
+
     def open_positions(self, strategy: str) -> dict[str, PositionRecord]:
         """Open positions of ``strategy`` after its latest recorded step, by symbol."""
         rows = self.conn.execute(
@@ -265,7 +308,7 @@ def _to_row(record: object) -> Iterable[object]:
     return [v.isoformat() if isinstance(v, datetime) else v for v in astuple(record)]  # type: ignore[call-overload]
 
 
-_TIME_FIELDS: Final = frozenset({"entry_time", "exit_time", "fill_time"})
+_TIME_FIELDS: Final = frozenset({"entry_time", "exit_time", "fill_time", "signal_time"})
 _R = TypeVar("_R")
 
 

@@ -358,6 +358,8 @@ class StrategyConfig(_Strict):
     warmup: StrategyWarmupConfig = StrategyWarmupConfig()
     # None: the strategy type's default (ibs with ML-enabled instruments: the seeds' reference roots).
     reference_feeds: ReferenceFeedsConfig | None = None
+    # ML veto in shadow mode: decisions of the ml_enabled instruments are logged and audited, never veto.
+    ml_shadow: bool = False
 
     @field_validator("instruments", mode="before")
     @classmethod

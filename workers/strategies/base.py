@@ -12,6 +12,11 @@ Warmup: bars of the worker's history (``BarMeta.warmup``) update indicators and 
 indicators through :meth:`value`, which returns None instead of reading past the data (an
 indicator still in its minimum period, or a bar further back than the feed holds).
 
+ML veto (``workers.ml_veto``, the ``ml`` parameter): every ended daily and hourly bar of any feed
+(warmup included) updates the veto's feature tracker before the step's decisions; an entry signal of
+an ML-enabled symbol with a champion model is taken only when the model agrees (or in shadow mode),
+and each decision goes to the journal with the step.
+
 Feeds: ``self.minute``/``self.hour``/``self.day`` map traded symbols to their feeds;
 ``self.series[(root, timeframe)]`` holds every feed, reference roots' included (``workers.references``).
 
@@ -30,7 +35,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import backtrader as bt
 
@@ -42,7 +47,10 @@ from workers.feeds import BarMeta, feed_name
 from workers.journal import Step, StepJournal
 from workers.order_journal import client_order_id
 from workers.paper_broker import PaperBroker
-from workers.trades_db import FillRecord, PositionRecord, TradeRecord
+from workers.trades_db import DecisionRecord, FillRecord, PositionRecord, TradeRecord
+
+if TYPE_CHECKING:
+    from workers.ml_veto import MlVeto
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,8 @@ class _SymbolState:
     stop_price: float | None = None
     best: float = 0.0
     worst: float = 0.0
+    ml_score: float | None = None
+    ml_model_version: str | None = None
 
     def extend(self, high: float, low: float) -> None:
         """Widen the trade's best/worst price by a bar's range (or a fill price)."""
@@ -96,16 +106,17 @@ class BaseStrategy(bt.Strategy):
 
     # Framework parameters set by the engine, never from the config's ``params``.
     FRAMEWORK_PARAMS: ClassVar[frozenset[str]] = frozenset(
-        {"strategy_name", "sizes", "tick_sizes", "journal", "execution", "feeds", "ml_symbols", "missing_feeds"})
+        {"strategy_name", "sizes", "tick_sizes", "journal", "execution", "feeds", "ml", "missing_feeds"})
     params = (
         ("strategy_name", ""),
         ("sizes", {}),
         ("tick_sizes", {}),
         ("journal", None),
         ("execution", None),
-        # Feed name → (root, timeframe) of every feed; ML-enabled symbols; names of absent optional feeds.
+        # Feed name → (root, timeframe) of every feed; the ML veto (None: no ML-enabled symbol); names of
+        # absent optional feeds.
         ("feeds", {}),
-        ("ml_symbols", ()),
+        ("ml", None),
         ("missing_feeds", ()),
     )
 
@@ -129,6 +140,8 @@ class BaseStrategy(bt.Strategy):
         self._trading = False
         self.journal: StepJournal | None = self.p.journal
         self.execution: Execution | None = self.p.execution
+        self.ml: MlVeto | None = self.p.ml
+        self._decisions: list[DecisionRecord] = []
 
     def start(self) -> None:
         if self.execution is not None and isinstance(self.broker, PaperBroker):
@@ -281,6 +294,8 @@ class BaseStrategy(bt.Strategy):
             entry_tag=st.entry_tag,
             best_price=st.best,
             worst_price=st.worst,
+            ml_score=st.ml_score,
+            ml_model_version=st.ml_model_version,
         )
         self._closed.append(record)
         self._events.append(("closed", symbol, record))
@@ -293,7 +308,11 @@ class BaseStrategy(bt.Strategy):
             delivered = d.take_delivered()
             if delivered:
                 bars += [(d._name, meta) for meta in delivered]
-                self.observe_bar(*self._source_of[id(d)], d)
+                root, timeframe = self._source_of[id(d)]
+                # Features read daily and hourly series only; minute bars would be ignored by the tracker anyway.
+                if self.ml is not None and timeframe != "1min":
+                    self.ml.tracker.update(root, timeframe, d.high[0], d.low[0], d.close[0])
+                self.observe_bar(root, timeframe, d)
         if bars and all(meta.warmup for _, meta in bars):
             self._warmup_step(bars)
             return
@@ -323,10 +342,11 @@ class BaseStrategy(bt.Strategy):
                 self._on_daily(symbol)
         trades, self._closed = self._closed, []
         fills, self._fills = self._fills, []
+        decisions, self._decisions = self._decisions, []
         if self.journal is not None:
             positions = {s: size for s in self.symbols if (size := self.position_size(s))}
             self.journal.record(Step(bars=bars, trades=trades, positions=positions, fills=fills,
-                                     open_positions=self._snapshot()))
+                                     open_positions=self._snapshot(), decisions=decisions))
         if live and self.execution is not None:
             self.execution.end_step(flat=self._flat())
 
@@ -384,10 +404,18 @@ class BaseStrategy(bt.Strategy):
     def _enter(self, symbol: str, direction: int) -> None:
         size = abs(int(self.p.sizes[symbol]))
         day = self.day[symbol]
+        meta = day.current_meta()
+        verdict = None
+        if self.ml is not None and symbol in self.ml.models:
+            verdict = self.ml.decide(symbol, meta.end if meta is not None else self._now(symbol))
+            if verdict.record is not None:
+                self._decisions.append(verdict.record)
+            if not verdict.take:
+                return
         tag = self.entry_tag(symbol, direction)
         side = "buy" if direction > 0 else "sell"
         price = float(day.close[0])
-        cid = self._submit(symbol, Role.ENTRY, side, size, tag, day.current_meta(), day._name, price)
+        cid = self._submit(symbol, Role.ENTRY, side, size, tag, meta, day._name, price)
         if cid is None:
             return
         data = self.minute[symbol]
@@ -398,6 +426,8 @@ class BaseStrategy(bt.Strategy):
         st.entry_order_id = cid
         st.entry_requested = price
         st.entry_tag = tag
+        if verdict is not None:
+            st.ml_score, st.ml_model_version = verdict.score, verdict.version
         self._roles[order.ref] = (symbol, "entry")
 
     def _entered(self, symbol: str, order: bt.Order, when: datetime) -> None:
@@ -485,7 +515,8 @@ class BaseStrategy(bt.Strategy):
         assert self.execution is not None
         for kind, symbol, record in events:
             if kind == "opened":
-                self.execution.on_opened(symbol, record if isinstance(record, FillRecord) else None)
+                self.execution.on_opened(symbol, record if isinstance(record, FillRecord) else None,
+                                         ml_score=self._state[symbol].ml_score)
             elif kind == "entry_failed":
                 self.execution.on_entry_failed(symbol)
             elif isinstance(record, TradeRecord):

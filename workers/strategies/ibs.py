@@ -5,8 +5,8 @@ IBS <= ``entry_low``; exit when IBS >= ``exit_high`` (``ibs_exit``), after
 ``max_bars_held`` daily bars (``max_bars``), or by a stop at entry × (1 − ``stop_pct``)
 on the minute feed (``stop``).
 
-ML features: for the ML-enabled instruments the strategy keeps the veto model's features
-(``ml.features``, the legacy "ML feature tracker") up to date from every bar of its feeds —
+ML features: for the ML-enabled instruments the base class keeps the veto model's features
+(``workers.ml_veto``, the legacy "ML feature tracker") up to date from every bar of its feeds —
 its own and the reference roots' (by default the seeds' list, see
 :meth:`IbsStrategy.default_reference_feeds`). Features of a missing optional root hold their
 neutral default. They are reported by :meth:`indicators` and in the heartbeat.
@@ -14,16 +14,11 @@ neutral default. They are reported by :meth:`indicators` and in the heartbeat.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-import backtrader as bt
+from typing import Any
 
 from pine.config.schema import ReferenceFeedsConfig, StrategyConfig
 from workers.strategies.base import BaseStrategy
 from workers.strategies.registry import register
-
-if TYPE_CHECKING:
-    from ml.readiness import FeatureTracker
 
 
 def ibs(high: float, low: float, close: float) -> float:
@@ -66,31 +61,19 @@ class IbsStrategy(BaseStrategy):
             raise ValueError(f"the ML features of the ML-enabled instruments need {', '.join(absent)} among the "
                              "required reference roots (or leave reference_feeds out for the seeds' list)")
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.features: FeatureTracker | None = None
-        if self.p.ml_symbols:
-            from ml.readiness import FeatureTracker
-
-            self.features = FeatureTracker(self.p.ml_symbols, {root for root, _ in self.series})
-
-    def observe_bar(self, root: str, timeframe: str, data: bt.feed.DataBase) -> None:
-        if self.features is not None:
-            self.features.update(root, timeframe, data.high[0], data.low[0], data.close[0])
-
     def indicators(self) -> dict[str, dict[str, float | None]]:
         out: dict[str, dict[str, float | None]] = {}
         for symbol in self.symbols:
             d = self.day[symbol]
             values: dict[str, float | None] = {"ibs": self.daily_ibs(symbol) if len(d) else None}
-            if self.features is not None and symbol in self.features.features:
-                values |= self.features.values(symbol)
+            if self.ml is not None and symbol in self.ml.tracker.features:
+                values |= self.ml.tracker.values(symbol)
             out[symbol] = values
         return out
 
     def feature_status(self) -> dict[str, Any]:
         """Per ML-enabled symbol: features ready out of total, and what the waiting ones still need."""
-        return self.features.snapshot() if self.features is not None else {}
+        return self.ml.tracker.snapshot() if self.ml is not None else {}
 
     def daily_ibs(self, symbol: str) -> float:
         """IBS of the latest session daily bar of ``symbol``."""
