@@ -12,8 +12,8 @@ import sqlite3
 from typing import Any, Final
 
 RECENT_TRADES: Final = 50
-# Candidate names of the ML veto audit table (issue 6 part 2): the first that exists is shown.
-ML_TABLES: Final = ("ml_decisions", "veto_decisions", "ml_veto_decisions")
+# The ML veto audit table (trades DB schema v3); a DB from before v3 has none.
+ML_TABLE: Final = "ml_decisions"
 ML_ROWS: Final = 50
 
 _TRADE_COLUMNS: Final = ("strategy", "symbol", "contract", "direction", "size", "entry_time", "entry_price",
@@ -59,11 +59,8 @@ def recent_trades(conn: sqlite3.Connection, strategies: list[str], limit: int = 
 
 def ml_decisions(conn: sqlite3.Connection) -> dict[str, Any] | None:
     """The latest ML veto decisions, if the DB has the audit table (None otherwise)."""
-    present = tables(conn)
-    table = next((t for t in ML_TABLES if t in present), None)
-    if table is None:
+    if ML_TABLE not in tables(conn):
         return None
-    columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-    order = next((c for c in ("decided_at", "signal_time", "created_at", "time") if c in columns), "rowid")
-    return {"table": table, "columns": columns,
-            "rows": _rows(conn, f"SELECT * FROM {table} ORDER BY {order} DESC LIMIT ?", (ML_ROWS,))}
+    columns = [r[1] for r in conn.execute(f"PRAGMA table_info({ML_TABLE})")]
+    return {"table": ML_TABLE, "columns": columns,
+            "rows": _rows(conn, f"SELECT * FROM {ML_TABLE} ORDER BY signal_time DESC LIMIT ?", (ML_ROWS,))}

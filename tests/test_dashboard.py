@@ -53,7 +53,7 @@ def test_api_health_and_token(redis_url: str, tmp_path: Path) -> None:
         conn.close()
         assert data["metrics"] == {"all": total.to_dict(), "strategies": {s: v.to_dict() for s, v in per.items()}}
         assert data["pnl"]["equity"][-1]["value"] == round(total.net_pnl, 2)
-        assert data["ml"] is None  # no veto table in the DB yet
+        assert data["ml"]["table"] == "ml_decisions" and data["ml"]["rows"] == []  # no ML in this scenario
         assert {c["component"]: c["status"] for c in data["health"]["components"]} == beats
         s1 = data["health"]["components"][1]
         assert s1["component"] == "worker:s1" and s1["last_bar"].startswith("2024-02-16") and s1["lag_s"] > 0
