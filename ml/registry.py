@@ -62,6 +62,11 @@ def tracking_uri(runtime_dir: Path) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+def registry_exists(runtime_dir: Path) -> bool:
+    """Whether there is a registry to read: a configured server, or the embedded store's file."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI")) or (Path(runtime_dir) / "mlflow" / "mlflow.db").exists()
+
+
 def _artifact_location(runtime_dir: Path) -> str | None:
     # With a server, the server decides where artifacts go; the embedded store keeps them beside its DB.
     if os.environ.get("MLFLOW_TRACKING_URI"):

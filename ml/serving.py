@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml.registry import CHAMPION, PINE_METADATA, model_name, open_client
+from ml.registry import CHAMPION, PINE_METADATA, model_name, open_client, registry_exists
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -196,6 +196,10 @@ def load_champions(
     For a worker's start and its ``reload_models``: None for a symbol without champion; one
     ModelLoadError listing every symbol whose model fails to load or verify.
     """
+    if not registry_exists(runtime_dir):
+        # Nothing was ever registered. Serving never creates the store: several workers starting
+        # together would race MLflow's schema migrations on one new sqlite file.
+        return dict.fromkeys(computed)
     client = open_client(runtime_dir)
     models: dict[str, VetoModel | None] = {}
     errors = []

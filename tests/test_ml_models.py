@@ -242,6 +242,12 @@ def test_symbol_without_champion_trades_without_veto(trained: TrainResult, runti
     assert load_champion(STRATEGY, "CL", runtime) is None
 
 
+def test_workers_never_create_the_registry(tmp_path: Path) -> None:
+    # Several workers starting on a fresh runtime dir would race MLflow's migrations of a new store.
+    assert load_champions(STRATEGY, {"CL": ["ibs"], "GC": ["ibs"]}, tmp_path) == {"CL": None, "GC": None}
+    assert not (tmp_path / "mlflow").exists()
+
+
 def test_tracking_uri_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
