@@ -19,25 +19,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from pine.bars import TIMEFRAMES, Bar
+from pine.bars import FIELDS, TIMEFRAMES, Bar
 
 if TYPE_CHECKING:
     import pandas as pd
 
-COLUMNS: Final = (
-    "symbol",
-    "timeframe",
-    "timestamp",
-    "end",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "trade_count",
-    "instrument_id",
-    "contract_symbol",
-)
+COLUMNS: Final = FIELDS
 COMPLETE_THROUGH_KEY: Final = b"pine.complete_through"
 
 

@@ -10,7 +10,8 @@ from typing import Any, Final
 
 TIMEFRAMES: Final = ("1min", "hourly", "daily")
 
-_REQUIRED: Final = (
+# The fields every bar message carries, in order (also the parquet cache columns).
+FIELDS: Final = (
     "symbol",
     "timeframe",
     "timestamp",
@@ -90,7 +91,7 @@ class Bar:
         """Validate and build a bar; raises BarFormatError naming the bad field."""
         if not isinstance(d, dict):
             raise BarFormatError(f"bar message must be a JSON object, got {type(d).__name__}")
-        missing = [k for k in _REQUIRED if k not in d]
+        missing = [k for k in FIELDS if k not in d]
         if missing:
             raise BarFormatError(f"bar message is missing field(s): {', '.join(missing)}")
         if d["timeframe"] not in TIMEFRAMES:
