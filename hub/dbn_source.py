@@ -4,11 +4,18 @@ Files are read in fixed-size chunks and fed to ``databento_dbn.DBNDecoder``, so 
 any size decodes in constant memory. Every record type is yielded, the file's ``Metadata``
 first; consumers pick what they need. Problems raise :class:`DBNFileError` naming the file,
 what is wrong and where: records are numbered from 0, the header (``Metadata``) being record 0.
+
+Databento batch files with ``raw_symbol`` → ``instrument_id`` symbology carry their symbol
+mappings only in the header (``Metadata.mappings``, date intervals), not as records: those
+mappings follow the ``Metadata`` as ``SymbolMappingMsg`` records, earliest interval first, so
+that every consumer maps instrument ids to contracts as it does for live and recorded files.
+(With ``parent`` symbology the header maps ``ES.FUT`` to ids and names no contract.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -96,7 +103,9 @@ def _decode(path: Path, chunks: Iterator[bytes]) -> Iterator[Any]:
                 raise DBNFileError(path, f"not a DBN file (starts with {head[:8]!r}, expected {DBN_MAGIC!r}...)")
             if len(head) < _PRELUDE or len(head) < (header_len := _header_len(path, head)):
                 continue
-            yield from _decode_chunk(path, decoder, head[:header_len], "invalid DBN header")
+            header = _decode_chunk(path, decoder, head[:header_len], "invalid DBN header")
+            yield from header
+            yield from _header_mappings(path, header)
             framing = _Framing(head[len(DBN_MAGIC)])
             decoded, chunk = 1, head[header_len:]
         good, problem = framing.check(chunk)
@@ -110,6 +119,26 @@ def _decode(path: Path, chunks: Iterator[bytes]) -> Iterator[Any]:
     leftover = len(decoder.buffer())
     if leftover:
         raise DBNFileError(path, f"truncated: {leftover} trailing bytes after record {decoded - 1}")
+
+
+def _header_mappings(path: Path, header: list[Any]) -> list[Any]:
+    """The header's raw symbol → instrument id mappings as SymbolMappingMsg records, by interval start."""
+    meta = header[0] if header else None
+    if (not isinstance(meta, databento_dbn.Metadata) or not meta.mappings
+            or meta.stype_in != databento_dbn.SType.RAW_SYMBOL or meta.stype_out != databento_dbn.SType.INSTRUMENT_ID):
+        return []
+    intervals = sorted((i["start_date"], i["end_date"], raw, i["symbol"])
+                       for raw, entries in meta.mappings.items() for i in entries if i["symbol"])
+    if bad := [iid for *_, iid in intervals if not iid.isdigit()]:
+        raise DBNFileError(path, f"invalid DBN header: symbol mappings to {bad[:3]}, expected instrument ids")
+    return [databento_dbn.SymbolMappingMsg(
+        publisher_id=0, instrument_id=int(iid), ts_event=_date_ns(start), stype_in=databento_dbn.SType.RAW_SYMBOL,
+        stype_in_symbol=raw, stype_out=databento_dbn.SType.RAW_SYMBOL, stype_out_symbol=raw,
+        start_ts=_date_ns(start), end_ts=_date_ns(end)) for start, end, raw, iid in intervals]
+
+
+def _date_ns(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000_000
 
 
 def _header_len(path: Path, head: bytes) -> int:

@@ -14,7 +14,10 @@ same active-contract choice. Two sources:
   aggregator turns back into the same minute bars and into hourly and session bars; their
   ``trade_count`` therefore counts source records, not exchange trades. Instrument ids are
   mapped to contract symbols with ``symbology.resolve``. This path needs a key and network
-  access; without them it fails with a clear error before any request.
+  access; without them it fails with a clear error before any request. ``databento.historical_gateway``
+  points it at another server (tests: ``tests/databento_hist_server.py``). HTTP 429 is retried a
+  few times; a rejected key, a 5xx, a timeout, a corrupt or truncated DBN stream or a refused
+  symbology request fails the build with a HistoryError and writes nothing.
 
 Completeness. Caches record the instant they are complete through (``pine.bar_cache``): the
 ``through`` asked for, else the end of the data — extended to the session close when the data
@@ -29,9 +32,11 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,6 +54,9 @@ log = logging.getLogger(__name__)
 # CME Globex halts trading for the hour before the session close (16:00-17:00 Chicago time).
 MAINTENANCE_HALT: Final = timedelta(hours=1)
 DATABENTO_SCHEMAS: Final = ("ohlcv-1m", "ohlcv-1s", "trades")
+DATABENTO_TIMEOUT_S: Final = 100.0  # the client's own default
+RATE_LIMIT_ATTEMPTS: Final = 3
+RATE_LIMIT_MAX_WAIT_S: Final = 30.0
 _OHLCV_NS: Final = {dbn.RType.OHLCV_1S: NS, dbn.RType.OHLCV_1M: 60 * NS}
 _MAX_TS: Final = 2**63 - 1
 Progress = Callable[[int, int, str], None]  # (done, total, what): files or records
@@ -214,11 +222,13 @@ def bars_from_records(records: Iterable[Any], symbols: dict[int, str], roots: It
     """Bars from Databento records (``ohlcv-1m``, ``ohlcv-1s`` or ``trades``) whose instrument ids
     ``symbols`` maps to contract symbols (e.g. a ``DBNStore`` and ``symbology.resolve``)."""
     agg = Aggregator(roots, calendar)
-    for iid, raw in symbols.items():
-        agg.on_mapping(iid, raw, 0)
     sink = _Sink(timeframes)
     count = 0
     for rec in records:
+        if not count:
+            # Registered at the data's time: one-digit contract years (CLZ7, CLF8) resolve near it.
+            for iid, raw in symbols.items():
+                agg.on_mapping(iid, raw, int(rec.ts_event))
         count += 1
         if isinstance(rec, dbn.OHLCVMsg):
             if rec.rtype not in _OHLCV_NS:
@@ -249,51 +259,136 @@ def resolved_symbols(resolution: dict[str, Any]) -> dict[int, str]:
     return out
 
 
+class _Refused(Exception):
+    """Databento refused this request (a 4xx other than auth and rate limits): the next schema may do."""
+
+
+def _one_line(exc: BaseException) -> str:
+    # Databento's error messages span lines (case, message, documentation link).
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _retry_after(exc: Any, attempt: int) -> float:
+    """Seconds to wait after a 429: the server's ``Retry-After`` (capped), else a doubling backoff."""
+    try:
+        return min(max(float(exc.headers.get("Retry-After")), 0.0), RATE_LIMIT_MAX_WAIT_S)
+    except (TypeError, ValueError):
+        return min(2.0 ** attempt, RATE_LIMIT_MAX_WAIT_S)
+
+
+def _databento_call(call: Callable[[], Any], what: str, *, timeout_s: float) -> Any:
+    """``call()`` (one Historical API request, ``what``), retried on HTTP 429 up to ``RATE_LIMIT_ATTEMPTS``
+    times. Raises _Refused for a refusal of this request, HistoryError for everything else that fails."""
+    import databento as db
+    import requests
+
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except db.BentoClientError as exc:
+            if exc.http_status == 429 and attempt < RATE_LIMIT_ATTEMPTS:
+                wait = _retry_after(exc, attempt)
+                log.warning("Databento rate limit (HTTP 429) on %s; retrying in %.1fs (%d/%d)", what, wait, attempt,
+                            RATE_LIMIT_ATTEMPTS - 1)
+                time.sleep(wait)
+                attempt += 1
+                continue
+            if exc.http_status == 429:
+                raise HistoryError(f"Databento kept rate-limiting {what} (HTTP 429, {RATE_LIMIT_ATTEMPTS} attempts); "
+                                   "wait a few minutes and build again") from None
+            if exc.http_status in (401, 403):
+                raise HistoryError(f"Databento rejected the API key on {what} ({_one_line(exc)}); check "
+                                   "DATABENTO_API_KEY (or databento.api_key)") from None
+            raise _Refused(_one_line(exc)) from None
+        except db.BentoServerError as exc:
+            raise HistoryError(f"Databento Historical API failed on {what} ({_one_line(exc)}); nothing was written, "
+                               "try again later") from None
+        except requests.Timeout:
+            raise HistoryError(f"Databento Historical API did not answer {what} within {timeout_s:g}s; nothing was "
+                               "written, try again later or ask for less (--from, --symbols)") from None
+        except db.BentoError as exc:  # e.g. the download broke off or is not DBN
+            raise HistoryError(f"Databento {what} failed ({_one_line(exc)}); nothing was written, "
+                               "try again") from None
+        except OSError as exc:  # requests' connection errors are OSErrors
+            raise HistoryError(f"cannot reach the Databento Historical API for {what} ({_one_line(exc)}); check "
+                               "network access and databento.historical_gateway") from None
+
+
+def _download(call: Callable[[], Any], schema: str, *, timeout_s: float) -> list[Any]:
+    """Every record of a ``timeseries.get_range`` download (``call``); a corrupt or truncated stream is a
+    HistoryError, not fewer bars. Raises _Refused / HistoryError as :func:`_databento_call`."""
+    import zstandard
+    from databento.common.error import BentoError, BentoWarning
+
+    try:
+        store = _databento_call(call, f"timeseries.get_range ({schema})", timeout_s=timeout_s)
+        with warnings.catch_warnings():
+            # The client only warns when the stream ends inside a record, and drops that record.
+            warnings.simplefilter("error", BentoWarning)
+            return list(store)
+    except (BentoWarning, BentoError, dbn.DBNError, zstandard.ZstdError, ValueError) as exc:
+        raise HistoryError(f"Databento sent an unreadable {schema} DBN stream ({_one_line(exc)}); nothing was "
+                           "written, build again (report it to Databento if it persists)") from None
+
+
 def fetch_databento(key: str, dataset: str, parents: Sequence[str], start: datetime, end: datetime, *,
-                    max_cost_usd: float, gateway: str | None = None) -> tuple[str, list[Any], dict[int, str]]:
+                    max_cost_usd: float, gateway: str | None = None,
+                    timeout_s: float = DATABENTO_TIMEOUT_S) -> tuple[str, list[Any], dict[int, str]]:
     """Fetch history for ``parents`` (``ES.FUT`` …): (schema used, records, instrument id → contract).
 
     Schemas are tried in order ``ohlcv-1m``, ``ohlcv-1s``, ``trades``; a schema the API refuses
-    for this request (4xx) or that returns nothing moves on to the next. Raises HistoryError when
-    a request would cost more than ``max_cost_usd``, the API cannot be reached, or no schema has data.
+    for this request (a 4xx such as 422) or that returns no records moves on to the next. Each
+    download follows a ``metadata.get_cost`` estimate within ``max_cost_usd``. A 429 is retried a
+    few times. Raises HistoryError when a request would cost more, the key is rejected, the API
+    fails, times out (``timeout_s`` per connect / read) or cannot be reached, the data is corrupt,
+    or no schema has data. Messages never contain the key.
     """
     import databento as db
 
     client = db.Historical(key=key, **({"gateway": gateway} if gateway else {}))
+    for api in (client.metadata, client.timeseries, client.symbology):
+        api.TIMEOUT = timeout_s  # the client's per-request (connect, read) timeout; no parameter for it
+    span = f"{', '.join(parents)} from {start.isoformat()} to {end.isoformat()}"
     tried: list[str] = []
     for schema in DATABENTO_SCHEMAS:
         request = {"dataset": dataset, "symbols": list(parents), "schema": schema, "stype_in": "parent",
                    "start": start, "end": end}
         try:
-            cost = float(client.metadata.get_cost(**request))
+            cost = float(_databento_call(partial(client.metadata.get_cost, **request),
+                                         f"metadata.get_cost ({schema})", timeout_s=timeout_s))
             if cost > max_cost_usd:
                 raise HistoryError(
-                    f"Databento {schema} history for {', '.join(parents)} from {start:%Y-%m-%d} to {end:%Y-%m-%d} "
-                    f"would cost ${cost:.2f}, above warmup.databento_max_cost_usd (${max_cost_usd:.2f}); "
-                    "raise the limit or ask for less (fewer days or symbols)")
-            log.info("Databento %s %s → %s: estimated cost $%.2f", schema, start.isoformat(), end.isoformat(), cost)
-            store = client.timeseries.get_range(**request)
-            records = list(store)
-        except db.BentoClientError as exc:
+                    f"Databento {schema} history for {span} would cost ${cost:.2f}, above "
+                    f"warmup.databento_max_cost_usd (${max_cost_usd:.2f}); raise the limit or ask for less "
+                    "(--from, --symbols)")
+            log.info("Databento %s for %s: estimated cost $%.2f (limit $%.2f); downloading", schema, span, cost,
+                     max_cost_usd)
+            records = _download(partial(client.timeseries.get_range, **request), schema, timeout_s=timeout_s)
+        except _Refused as exc:
             tried.append(f"{schema}: {exc}")
             log.warning("Databento refused %s for this request (%s); trying the next schema", schema, exc)
             continue
-        except db.BentoError as exc:
-            raise HistoryError(f"Databento Historical request for {schema} failed: {exc}") from None
-        except OSError as exc:  # requests' connection errors are OSErrors
-            raise HistoryError(f"cannot reach the Databento Historical API: {exc}") from None
+        log.info("Databento %s: %d records", schema, len(records))
         if not records:
             tried.append(f"{schema}: no records")
             continue
         ids = sorted({int(r.instrument_id) for r in records})
         try:
-            resolution = client.symbology.resolve(dataset=dataset, symbols=[str(i) for i in ids],
-                                                  stype_in="instrument_id", stype_out="raw_symbol",
-                                                  start_date=start.date(), end_date=end.date() + timedelta(days=1))
-        except (db.BentoError, OSError) as exc:
-            raise HistoryError(f"Databento symbology.resolve failed: {exc}") from None
-        return schema, records, resolved_symbols(resolution)
-    raise HistoryError("Databento has no usable history for this request: " + "; ".join(tried))
+            resolution = _databento_call(
+                partial(client.symbology.resolve, dataset=dataset, symbols=[str(i) for i in ids],
+                        stype_in="instrument_id", stype_out="raw_symbol", start_date=start.date(),
+                        end_date=end.date() + timedelta(days=1)),
+                "symbology.resolve", timeout_s=timeout_s)
+        except _Refused as exc:
+            raise HistoryError(f"Databento symbology.resolve refused the instrument ids ({exc}); nothing was "
+                               "written") from None
+        symbols = resolved_symbols(resolution)
+        if missing := [i for i in ids if i not in symbols]:
+            raise HistoryError(f"Databento symbology.resolve did not name instrument id(s) {missing[:10]}: their "
+                               f"{schema} records cannot be assigned to a contract; nothing was written")
+        return schema, records, symbols
+    raise HistoryError(f"Databento has no usable history for {span}: " + "; ".join(tried))
 
 
 # --------------------------------------------------------------------------- caches
@@ -342,7 +437,8 @@ def build_caches(cfg: PineConfig, roots: Sequence[str], *, source: str = "auto",
         start = since or default_start(cfg, end)
         parents = [cfg.instruments[r].databento_product_id for r in roots]
         schema, records, symbols = fetch_databento(key, cfg.databento.dataset, parents, start, end,
-                                                   max_cost_usd=cfg.warmup.databento_max_cost_usd)
+                                                   max_cost_usd=cfg.warmup.databento_max_cost_usd,
+                                                   gateway=cfg.databento.historical_gateway)
         history = bars_from_records(records, symbols, roots, calendar, timeframes=timeframes, through=through)
         history.detail = f"Databento {schema}, {len(records):,} records"
     elif source == "archive":

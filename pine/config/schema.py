@@ -38,6 +38,8 @@ class DatabentoConfig(_Strict):
     api_key: OptionalSecret = None
     dataset: str = "GLBX.MDP3"
     schema_: str = Field(default="trades", alias="schema")
+    # Historical API server for warmup history (``host:port`` or ``https://…``); empty: Databento's own.
+    historical_gateway: OptionalStr = None
 
 
 class RedisConfig(_Strict):
