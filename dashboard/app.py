@@ -5,7 +5,8 @@ Routes:
 - ``GET /`` and ``/static/*``: the page (plain HTML, CSS and JS; no data in them, so no token).
 - ``GET /api/meta``: whether a token is needed, whether writes are possible, the refresh period.
 - ``GET /api/overview``: everything the page shows, in one response (the page polls it).
-- ``GET /api/positions|trades|pnl|metrics|health|killswitch|ml``: the same, piece by piece.
+- ``GET /api/positions|trades|pnl|metrics|health|killswitch|ml``: the same, piece by piece (``trades`` and
+  ``ml`` take ``?limit=``).
 - ``POST /api/killswitch`` ``{"state": "halt", "reason": "..."}``: change the killswitch.
 - ``GET /health``: 200 ``{"ok": true}`` when the hub and every enabled worker have a fresh
   heartbeat, 503 with the reasons otherwise. Open without a token (uptime checkers), and it
@@ -261,9 +262,9 @@ def create_app(cfg: PineConfig, *, redis_url: str | None) -> FastAPI:
             return _metrics(state, conn)
 
     @app.get("/api/ml")
-    def api_ml() -> dict[str, Any] | None:
+    def api_ml(limit: int = queries.ML_ROWS) -> dict[str, Any] | None:
         with state.reader() as conn:
-            return queries.ml_decisions(conn) if conn is not None else None
+            return queries.ml_decisions(conn, max(1, min(limit, 1000))) if conn is not None else None
 
     @app.get("/api/health")
     def api_health() -> dict[str, Any]:

@@ -2,12 +2,13 @@
 trade are in ``dashboard.totals``).
 
 Every function takes an open read-only connection (``workers.trades_db.open_reader``) and returns
-plain JSON-ready data. A DB without some table (a fresh runtime dir, an older schema, or the ML
-veto table before issue 6 adds it) gives empty results rather than errors.
+plain JSON-ready data. A DB without some table (a fresh runtime dir, or an older schema without the ML
+veto table) gives empty results rather than errors.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any, Final
 
@@ -15,6 +16,9 @@ RECENT_TRADES: Final = 50
 # The ML veto audit table (trades DB schema v3); a DB from before v3 has none.
 ML_TABLE: Final = "ml_decisions"
 ML_ROWS: Final = 50
+_ML_COLUMNS: Final = ("signal_time", "strategy", "symbol", "model", "version", "score", "threshold", "take",
+                      "shadow", "outcome", "features", "recorded_at")
+ML_OUTCOMES: Final = ("taken", "vetoed", "not_ready")
 
 _TRADE_COLUMNS: Final = ("strategy", "symbol", "contract", "direction", "size", "entry_time", "entry_price",
                          "exit_time", "exit_price", "pnl", "commission", "net_pnl", "exit_reason", "bars_held",
@@ -57,10 +61,30 @@ def recent_trades(conn: sqlite3.Connection, strategies: list[str], limit: int = 
     return rows[:limit]
 
 
-def ml_decisions(conn: sqlite3.Connection) -> dict[str, Any] | None:
-    """The latest ML veto decisions, if the DB has the audit table (None otherwise)."""
+def _features(text: Any) -> dict[str, Any] | None:
+    """The decision's feature values (a JSON object in the DB); None if they cannot be read."""
+    try:
+        doc = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def ml_decisions(conn: sqlite3.Connection, limit: int = ML_ROWS) -> dict[str, Any] | None:
+    """The latest ML veto decisions, newest first, and how many of each outcome the table holds; None if the DB
+    has no audit table.
+
+    ``take`` is what the model said (None when the features were not ready), ``outcome`` what the worker did
+    (``taken`` — in shadow mode even when the model said no —, ``vetoed`` or ``not_ready``).
+    """
     if ML_TABLE not in tables(conn):
         return None
-    columns = [r[1] for r in conn.execute(f"PRAGMA table_info({ML_TABLE})")]
-    return {"table": ML_TABLE, "columns": columns,
-            "rows": _rows(conn, f"SELECT * FROM {ML_TABLE} ORDER BY signal_time DESC LIMIT ?", (ML_ROWS,))}
+    rows = _rows(conn, f"SELECT {', '.join(_ML_COLUMNS)} FROM {ML_TABLE} "
+                       "ORDER BY signal_time DESC, strategy, symbol LIMIT ?", (limit,))
+    for r in rows:
+        # SQLite stores booleans as integers.
+        r["take"] = None if r["take"] is None else bool(r["take"])
+        r["shadow"] = bool(r["shadow"])
+        r["features"] = _features(r["features"])
+    counts = dict(conn.execute(f"SELECT outcome, COUNT(*) FROM {ML_TABLE} GROUP BY outcome").fetchall())
+    return {"table": ML_TABLE, "counts": {o: counts.get(o, 0) for o in ML_OUTCOMES}, "rows": rows}

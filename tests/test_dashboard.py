@@ -13,7 +13,7 @@ import redis
 from pine import redis_names
 from pine.killswitch import Killswitch, KillswitchState
 from pine.trade_stats import stats_by_strategy
-from tests.dashboard_support import TOKEN, DashboardProc, trading_state
+from tests.dashboard_support import ML_DECISIONS, TOKEN, DashboardProc, trading_state
 from tests.scenario import query
 from workers.trades_db import open_reader
 
@@ -53,7 +53,13 @@ def test_api_health_and_token(redis_url: str, tmp_path: Path) -> None:
         conn.close()
         assert data["metrics"] == {"all": total.to_dict(), "strategies": {s: v.to_dict() for s, v in per.items()}}
         assert data["pnl"]["equity"][-1]["value"] == round(total.net_pnl, 2)
-        assert data["ml"]["table"] == "ml_decisions" and data["ml"]["rows"] == []  # no ML in this scenario
+        # ML veto decisions: the audit rows the workers' writer recorded, newest first, features parsed.
+        assert data["ml"]["counts"] == {"taken": 2, "vetoed": 1, "not_ready": 1}
+        assert [(r["signal_time"], r["strategy"], r["symbol"], r["model"], r["version"], r["score"], r["threshold"],
+                 r["take"], r["shadow"], r["outcome"], r["features"]) for r in data["ml"]["rows"]] == [
+            (d.signal_time.isoformat(), d.strategy, d.symbol, d.model, d.version, d.score, d.threshold, d.take,
+             d.shadow, d.outcome, json.loads(d.features)) for d in ML_DECISIONS]
+        assert board.get("/api/ml?limit=1", TOKEN).json()["rows"] == data["ml"]["rows"][:1]
         assert {c["component"]: c["status"] for c in data["health"]["components"]} == beats
         s1 = data["health"]["components"][1]
         assert s1["component"] == "worker:s1" and s1["last_bar"].startswith("2024-02-16") and s1["lag_s"] > 0

@@ -18,7 +18,7 @@ import redis
 
 from pine import redis_names
 from pine.killswitch import Killswitch, KillswitchState
-from tests.dashboard_support import TOKEN, DashboardProc, trading_state
+from tests.dashboard_support import FEATURES, TOKEN, DashboardProc, trading_state
 from tests.scenario import query
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -81,6 +81,19 @@ def test_the_page_shows_what_the_db_and_redis_hold_and_the_killswitch_needs_the_
                      for c in ("hub", "worker:s1", "worker:s2")}
             assert {r[0]: r[1] for r in _cells(page, "health")} == beats
             expect(page.locator("#health-badge")).to_have_text("healthy")
+            # ML veto decisions: the audit rows, a taken and a vetoed one in different colours, features folded.
+            ml = _cells(page, "ml")
+            assert [r[:8] for r in ml] == [
+                ["2024-02-15 23:00", "s1", "CL", "taken", "0.731", "0.550", "s1_CL", "3"],
+                ["2024-02-13 23:00", "s2", "GC", "vetoed", "0.210", "0.550", "s2_GC", "1"],
+                ["2024-02-12 23:00", "s2", "GC", "features not ready", "–", "–", "s2_GC", "1"],
+                ["2024-02-08 23:00", "s1", "CL", "taken (shadow: model said veto)", "0.402", "0.550", "s1_CL", "3"]]
+            assert all(r[8].startswith(f"{len(FEATURES)} values") for r in ml)
+            expect(page.locator("#ml-summary")).to_have_text(
+                "2 taken · 1 vetoed · 1 not ready (all recorded decisions)")
+            colours = page.eval_on_selector_all("#ml td.decision", "cs => cs.map(c => getComputedStyle(c).color)")
+            assert colours[:2] == ["rgb(46, 204, 113)", "rgb(231, 76, 60)"]  # --good, --bad
+            assert page.locator("#ml details.features[open]").count() == 0
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
             # The killswitch button works with the token ...
@@ -112,6 +125,13 @@ def test_the_page_shows_what_the_db_and_redis_hold_and_the_killswitch_needs_the_
             phone.goto(f"{board.url}/#token={TOKEN}")
             expect(phone.locator("#health-badge")).to_have_text("healthy")
             assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways page
+            # Unfolded feature values wrap inside their cell: the ML table scrolls in its card, the page does not.
+            phone.click("#ml tbody tr:first-child details.features summary")
+            expect(phone.locator("#ml tbody tr:first-child details.features")).to_have_attribute("open", "")
+            assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            width = phone.eval_on_selector("#ml tbody tr:first-child details.features",
+                                           "d => d.getBoundingClientRect().width")
+            assert width <= 390 * 0.85  # 28rem, at most 85% of the phone's width
             phone.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
             rendered = page.content() + phone.content()
             browser.close()

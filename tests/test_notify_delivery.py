@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,24 @@ def test_payload_shape_of_entry_exit_and_system_messages(tmp_path: Path) -> None
     assert _fields(loss)["Duration"] == "4h 30m (0 daily bars)" and "ML score" not in _fields(loss)
     # Types set to "on" notify; "system" is silent by default: posted with SUPPRESS_NOTIFICATIONS.
     assert "flags" not in entry and started["flags"] == SUPPRESS_NOTIFICATIONS
+
+
+def test_the_entry_says_the_ml_score_shadow_mode_or_that_no_model_vetoes(tmp_path: Path) -> None:
+    ml = {"ml_enabled": True}
+    strategies = {"s1": {"symbols": ["CL", "GC"], "instruments": {"CL": ml, "GC": ml}},
+                  "s2": {"symbols": ["CL"], "instruments": {"CL": ml}, "ml_shadow": True},
+                  "s3": {"symbols": ["GC"]}}
+    with discord_server() as server:
+        cfg = notify_config(tmp_path, server.url, strategies=strategies)
+        n = Notifier(cfg, "test", client=None).start()
+        n.entry(ENTRY, ml_score=0.6124)  # s1 CL: decided by its model
+        n.entry(replace(ENTRY, client_order_id="s1-GC-x-buy", symbol="GC"))  # ML-enabled, no champion
+        n.entry(replace(ENTRY, client_order_id="s2-CL-x-buy", strategy="s2"), ml_score=0.31)  # shadow: never vetoes
+        n.entry(replace(ENTRY, client_order_id="s3-GC-x-buy", strategy="s3", symbol="GC"))  # no ML for s3
+        _drain(n)
+        n.close()
+    assert [_fields(r.body).get("ML score") for r in server.requests] == [
+        "0.612", "no model: no veto", "0.310 (shadow mode: recorded, never vetoes)", None]
 
 
 def test_a_429_storm_is_waited_out_with_retry_after_and_every_message_arrives_once_in_order(tmp_path: Path) -> None:

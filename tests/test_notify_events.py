@@ -3,17 +3,23 @@ that died without a word, a feed gap. Two watching processes still give one mess
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from datetime import date
 from pathlib import Path
 
+import pytest
 import redis
 
+from hub.main import hub_command
+from hub.synthetic import write_synthetic_market
 from orchestration.alerts import Alert, emit_alert
 from pine import redis_names
+from pine.contracts import load_contract_map
 from pine.killswitch import Killswitch, KillswitchState
 from pine.notify.notifier import Notifier
+from tests.conftest import REPO
 from tests.discord_support import discord_server, event_ids, notify_config, wait_until
 from tests.scenario import pine
 from workers.coordinator import PortfolioCoordinator
@@ -91,3 +97,26 @@ def test_status_on_request_is_sent_now(redis_url: str, tmp_path: Path) -> None:
     assert fields["Positions"] == "1 of max 10: s1:CL (reserved)"
     assert embed["description"].startswith("hub: streaming, beat ")
     assert "worker:s1: no heartbeat" in embed["description"]
+
+
+def test_the_hub_says_started_and_stopped_and_a_failed_replay_is_an_emergency(
+        redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    (day,) = write_synthetic_market(tmp_path / "market", ["CL"], date(2024, 3, 5), 1, 3,
+                                    load_contract_map(REPO / "data" / "contract_map.yml"))
+    corrupt = tmp_path / "corrupt.dbn"
+    corrupt.write_bytes(b"DBN\x02 this is not a DBN stream")
+    with discord_server() as server:
+        cfg = notify_config(tmp_path, server.url)
+        assert hub_command(cfg, argparse.Namespace(replay=[day], record=None, speed="max")) == 0
+        assert hub_command(cfg, argparse.Namespace(replay=[corrupt], record=None, speed="max")) == 1
+        box = Notifier(cfg, "test", client=None).start()  # whatever the hub left undelivered at its exit
+        wait_until(lambda: box.outbox is not None and box.outbox.open_count() == 0, "the outbox to drain")
+        box.close()
+    embeds = [r.body["embeds"][0] for r in server.requests]
+    ours = [(e["title"], e.get("description", "")) for e in embeds if e["footer"]["text"].split(":")[0] in
+            ("started", "stopped", "down")]
+    assert ours == [("🟢 hub started", "replay of 1 DBN file(s)"), ("⚪ hub stopped", "finished: replay complete"),
+                    ("🟢 hub started", "replay of 1 DBN file(s)"), ("🚨 hub failed", "the replay stopped on an error")]
+    down = next(r for r in server.requests if r.body["embeds"][0]["title"] == "🚨 hub failed")
+    assert "flags" not in down.body  # an emergency pushes; started/stopped are silent (system) by default

@@ -110,21 +110,50 @@ function renderEquity(points) {
   box.appendChild(svg);
 }
 
+// The worker's outcome, and in shadow mode what the model said (a shadow decision is always taken).
+function mlDecision(r) {
+  if (r.outcome === "not_ready") return ["features not ready", "muted"];
+  if (!r.shadow) return [r.outcome, r.outcome === "vetoed" ? "bad" : "good"];
+  return ["taken (shadow: model said " + (r.take ? "take" : "veto") + ")", r.take ? "good" : "warn"];
+}
+
+// Feature values folded away (a model reads dozens): a count that opens into a wrapped list.
+function mlFeatures(features) {
+  const td = el("td");
+  if (!features) { td.textContent = "–"; return td; }
+  const names = Object.keys(features).sort();
+  const details = el("details", undefined, "features"), list = el("div");
+  details.appendChild(el("summary", names.length + " values"));
+  for (const n of names) list.appendChild(el("span", n + " " + (features[n] === null ? "–" : num(features[n], 4))));
+  details.appendChild(list);
+  td.appendChild(details);
+  return td;
+}
+
 function renderMl(ml) {
-  const box = document.getElementById("ml");
-  box.replaceChildren();
-  if (!ml) { box.appendChild(el("p", "No ML veto decisions recorded (the trades DB has no decision table).", "muted")); return; }
-  const table = el("table"), head = el("tr");
-  for (const c of ml.columns) head.appendChild(el("th", c));
-  const thead = el("thead"); thead.appendChild(head); table.appendChild(thead);
-  const body = el("tbody");
+  const summary = document.getElementById("ml-summary");
+  const body = document.querySelector("#ml tbody");
+  body.replaceChildren();
+  if (!ml) { summary.textContent = "The trades DB has no ML decision table yet."; return; }
+  const c = ml.counts;
+  summary.textContent = `${c.taken} taken · ${c.vetoed} vetoed · ${c.not_ready} not ready (all recorded decisions)`;
   for (const r of ml.rows) {
     const tr = el("tr");
-    for (const c of ml.columns) tr.appendChild(el("td", r[c]));
+    const [decision, cls] = mlDecision(r);
+    tr.className = "ml-" + r.outcome;
+    for (const [text, klass] of [[shortTime(r.signal_time)], [r.strategy], [r.symbol], [decision, "decision " + cls],
+                              [num(r.score, 3), "num"], [num(r.threshold, 3), "num"], [r.model], [r.version || "–"]]) {
+      tr.appendChild(el("td", text, klass));
+    }
+    tr.appendChild(mlFeatures(r.features));
     body.appendChild(tr);
   }
-  table.appendChild(body);
-  box.appendChild(table);
+  if (!ml.rows.length) {
+    const tr = el("tr"), td = el("td", "none", "muted");
+    td.colSpan = document.querySelectorAll("#ml thead th").length;
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
 }
 
 function render(d) {

@@ -81,8 +81,19 @@ def _time(t: datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def entry_message(fill: EntryFill, *, ml_score: float | None = None) -> Message:
-    """A position opened (the entry order filled)."""
+def ml_verdict(score: float | None, *, ml_enabled: bool, shadow: bool = False) -> str | None:
+    """The entry's ``ML score`` field: the veto model's score, or why there is none; None where the symbol has
+    no ML veto at all (the field is left out)."""
+    if score is not None:
+        return f"{score:.3f}" + (" (shadow mode: recorded, never vetoes)" if shadow else "")
+    # An ML-enabled symbol enters without a score only when no champion model is loaded (a model that is not
+    # ready skips the signal).
+    return "no model: no veto" if ml_enabled else None
+
+
+def entry_message(fill: EntryFill, *, ml_score: float | None = None, ml_enabled: bool = False,
+                  ml_shadow: bool = False) -> Message:
+    """A position opened (the entry order filled); ``ml_enabled``/``ml_shadow``: the symbol's ML veto settings."""
     direction = "LONG" if fill.side == "buy" else "SHORT"
     fields = [
         EmbedField("Strategy", fill.strategy), EmbedField("Symbol", fill.symbol),
@@ -90,8 +101,9 @@ def entry_message(fill: EntryFill, *, ml_score: float | None = None) -> Message:
         EmbedField("Size", str(fill.quantity)), EmbedField("Price", price(fill.fill_price)),
         EmbedField("Signal price", price(fill.requested_price)), EmbedField("Filled", _time(fill.fill_time)),
     ]
-    if ml_score is not None:
-        fields.append(EmbedField("ML score", f"{ml_score:.3f}"))
+    verdict = ml_verdict(ml_score, ml_enabled=ml_enabled, shadow=ml_shadow)
+    if verdict is not None:
+        fields.append(EmbedField("ML score", verdict))
     return Message(
         event_id=f"entry:{fill.client_order_id}", kind=Kind.ENTRY, strategy=fill.strategy, color=BLUE,
         title=f"📈 ENTRY {fill.symbol} {direction} {fill.quantity} @ {price(fill.fill_price)}",

@@ -159,9 +159,13 @@ class Notifier:
         self.publish(msg)
 
     def entry(self, fill: EntryFill, *, ml_score: float | None = None) -> None:
-        """A position opened."""
-        if self.enabled:
-            self.publish(entry_message(fill, ml_score=ml_score))
+        """A position opened; ``ml_score``: the ML veto's score on its signal (None: no model decided)."""
+        if not self.enabled:
+            return
+        scfg = self.cfg.strategies.get(fill.strategy)
+        instrument = scfg.instruments.get(fill.symbol) if scfg is not None else None
+        self.publish(entry_message(fill, ml_score=ml_score, ml_enabled=instrument is not None and instrument.ml_enabled,
+                                   ml_shadow=scfg is not None and scfg.ml_shadow))
 
     def exit(self, trade: ClosedTrade) -> None:
         """A position closed."""
