@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from hub.clock import Clock
 from hub.live import FeedSettings
 from hub.main import configured_roots, run_replay
 from hub.supervisor import LiveHub
+from hub.synthetic import write_synthetic_market
 from pine.config import PineConfig
+from pine.contracts import load_contract_map
 from tests.live_gateway import TEST_KEY, LiveGateway, ManualClock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,3 +180,9 @@ def replayed_streams(cfg: PineConfig, files: list[Path], url: str) -> dict[tuple
     client.flushdb()
     client.close()
     return out
+
+
+def es_market(folder: Path, start: date, days: int, seed: int) -> list[Path]:
+    """Synthetic ES trades (DBN files in ``folder``) for ``days`` trading days from ``start``."""
+    contract_map = load_contract_map(REPO / "data" / "contract_map.yml")
+    return write_synthetic_market(folder, ["ES"], start, days, seed, contract_map)

@@ -20,14 +20,12 @@ import pytest
 import redis
 
 from hub.aggregator import MINUTE_NS
-from hub.synthetic import write_synthetic_market
 from pine.config import PineConfig, load_config
-from pine.contracts import load_contract_map
 from tests.live_gateway import LiveGateway, ManualClock, RecordMarket, load_records
 from tests.live_support import (
-    REPO,
     all_streams,
     effective,
+    es_market,
     make_hub,
     mid_minute,
     replayed_streams,
@@ -46,15 +44,13 @@ GRACE_NS = 250_000_000
 @pytest.fixture(scope="module")
 def es_day(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """One trading day of ES only (GC is configured but the gateway does not know it)."""
-    contract_map = load_contract_map(REPO / "data" / "contract_map.yml")
-    return write_synthetic_market(tmp_path_factory.mktemp("es"), ["ES"], date(2024, 3, 5), 1, 3, contract_map)
+    return es_market(tmp_path_factory.mktemp("es"), date(2024, 3, 5), 1, 3)
 
 
 @pytest.fixture(scope="module")
 def es_roll(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """ES on Thu 2024-03-07 (roll day: volume moves to ESM4) and Fri 03-08 (whose bars come from ESM4)."""
-    contract_map = load_contract_map(REPO / "data" / "contract_map.yml")
-    return write_synthetic_market(tmp_path_factory.mktemp("roll"), ["ES"], date(2024, 3, 7), 2, 11, contract_map)
+    return es_market(tmp_path_factory.mktemp("roll"), date(2024, 3, 7), 2, 11)
 
 
 def _trade_indices(records: list) -> list[int]:

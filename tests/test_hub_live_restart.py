@@ -18,15 +18,13 @@ import pytest
 import redis
 
 from hub.supervisor import LiveHub
-from hub.synthetic import write_synthetic_market
 from pine.config import PineConfig, load_config
-from pine.contracts import load_contract_map
 from tests.live_gateway import LiveGateway, ManualClock, RecordMarket, load_records
 from tests.live_support import (
-    REPO,
     TIMEFRAMES,
     all_streams,
     effective,
+    es_market,
     make_hub,
     mid_minute,
     replayed_streams,
@@ -45,15 +43,13 @@ GRACE_NS = 250_000_000
 @pytest.fixture(scope="module")
 def es_day(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """One trading day of ES (session 2024-03-05: 03-04 23:00 → 03-05 23:00 UTC, trades from the open)."""
-    contract_map = load_contract_map(REPO / "data" / "contract_map.yml")
-    return write_synthetic_market(tmp_path_factory.mktemp("es"), ["ES"], date(2024, 3, 5), 1, 3, contract_map)
+    return es_market(tmp_path_factory.mktemp("es"), date(2024, 3, 5), 1, 3)
 
 
 @pytest.fixture(scope="module")
 def es_two_days(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """ES on 2024-03-07 and 03-08: the first session's daily bar closes when the second one trades."""
-    contract_map = load_contract_map(REPO / "data" / "contract_map.yml")
-    return write_synthetic_market(tmp_path_factory.mktemp("two"), ["ES"], date(2024, 3, 7), 2, 11, contract_map)
+    return es_market(tmp_path_factory.mktemp("two"), date(2024, 3, 7), 2, 11)
 
 
 def _config(tmp_path: Path, gateway: LiveGateway) -> PineConfig:
