@@ -22,6 +22,7 @@ one writer, per process); several worker processes share the file under a busy t
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -163,6 +164,21 @@ def open_reader(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the DB to WAL (persistent, so once per file). Two processes opening a new file at once
+    race for the switch, and SQLite answers the loser "database is locked" at once, without the busy
+    handler: retry until the winner's switch is visible."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class TradesDB:
     """The writer connection to the trades database; one per process. Opening migrates the schema."""
 
@@ -171,8 +187,8 @@ class TradesDB:
         self.calendar = calendar or SessionCalendar()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        _enable_wal(self.conn)
         # WAL + NORMAL: a killed process loses nothing that was committed; only power loss
         # can drop the last commits, and then a step's rows go back together.
         self.conn.execute("PRAGMA synchronous=NORMAL")
