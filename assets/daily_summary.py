@@ -1,8 +1,10 @@
 """The trading day's summary: per strategy, the trades that closed in one CME trading day.
 
 Materialised by the ``daily_summary`` schedule at the session close (17:00 America/Chicago); the
-numbers are the run's metadata. Issue 7 sends them to Discord from here (the one sender of the
-daily summary when Dagster runs).
+numbers are the run's metadata. When the run ends, passed or failed, the ``send_daily_summary``
+sensors (``orchestration.sensors``) send the Discord summary with :func:`send_summary`: the figures
+and the day's reconciliation result (:func:`reconciliation_line`). With Dagster running this is the
+one sender of the daily summary (``notifications.daily_summary_sender``, ``pine.notify.summary``).
 """
 
 # No `from __future__ import annotations`: Dagster reads the op's config and resource annotations
@@ -17,6 +19,9 @@ import dagster as dg
 from pydantic import Field
 
 from orchestration.resources import PineConfigResource
+from pine.config.schema import PineConfig
+from pine.notify.notifier import Notifier
+from pine.notify.summary import day_stats, summary_message
 from pine.sessions import SessionCalendar
 from pine.trade_stats import TradeStats, stats_by_strategy
 from workers.trades_db import open_reader
@@ -93,3 +98,63 @@ def daily_summary(
             "trades_db": dg.MetadataValue.path(str(cfg.trades_db_path)),
         }
     )
+
+
+def run_trading_day(instance: dg.DagsterInstance, run: dg.DagsterRun) -> date | None:
+    """The trading day a ``daily_summary_job`` run covered: its partition (the schedule sets it), else the
+    ``trading_day`` its ``daily_summary`` materialisation recorded; None if neither is known."""
+    key = run.tags.get("dagster/partition")
+    if key is None:
+        records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        for record in records:
+            materialization = record.asset_materialization
+            if materialization is not None and materialization.asset_key == dg.AssetKey("daily_summary"):
+                key = str(materialization.metadata["trading_day"].value)
+    try:
+        return date.fromisoformat(key) if key else None
+    except ValueError:
+        return None
+
+
+def reconciliation_line(instance: dg.DagsterInstance, run_id: str) -> str:
+    """One line on the ``daily_reconciliation`` checks evaluated in run ``run_id`` (for the Discord summary)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    checks: list[dg.AssetCheckEvaluation] = []
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        data = event.event_specific_data if event is not None else None
+        if isinstance(data, dg.AssetCheckEvaluation) and data.asset_key == dg.AssetKey("daily_reconciliation"):
+            checks.append(data)
+    if not checks:
+        return f"⚠️ Reconciliation did not complete (Dagster run {run_id[:8]}: see its logs)"
+    failed = [e for e in checks if not e.passed]
+    if not failed:
+        return f"✅ Reconciliation: {len(checks)} of {len(checks)} checks passed"
+    detail = ", ".join(f"{e.check_name} ({_mismatches(e)} mismatches)" for e in failed)
+    return f"❌ Reconciliation: {len(failed)} of {len(checks)} checks failed: {detail}"
+
+
+def _mismatches(evaluation: dg.AssetCheckEvaluation) -> object:
+    value = evaluation.metadata.get("mismatches")
+    return value.value if value is not None else "?"
+
+
+def send_summary(cfg: PineConfig, day: date, reconciliation: str) -> str:
+    """Enqueue ``day``'s Discord summary (trades DB figures and ``reconciliation``) in the shared outbox and
+    deliver it for a few seconds (the workers' senders deliver anything left); says what happened.
+
+    The outbox's event id ``daily_summary:{day}`` makes it one message even if a worker sent it first.
+    """
+    notifier = Notifier(cfg, "dagster", client=None, watch=False)
+    if not notifier.enabled:
+        return f"summary of {day} not sent: no Discord webhook configured"
+    notifier.start()
+    try:
+        total, per = day_stats(cfg.trades_db_path, day)
+        added = notifier.publish(summary_message(day, total, per, strategies=list(cfg.enabled_strategies()),
+                                                 reconciliation=reconciliation))
+    finally:
+        notifier.close()
+    if added:
+        return f"summary of {day} sent ({total.trades} trades; {reconciliation})"
+    return f"summary of {day} not sent again: already in the outbox (or daily_summary notifications are off)"

@@ -25,6 +25,7 @@ from orchestration.resources import PineConfigResource, RedisResource
 from pine.bar_cache import BarCacheError, cache_path, read_bar_list
 from pine.bars import Bar
 from pine.config.schema import PineConfig
+from pine.holidays import cme_holiday
 from pine.notify.messages import emergency_message
 from pine.notify.notifier import Notifier
 from pine.redis_server import RedisUnavailableError
@@ -42,6 +43,9 @@ _LISTED = 20
 
 # Partition keys are CME trading days (the local date of the 17:00 close): Monday to Friday.
 # end_offset=1 makes the current day's key exist before its window ends, for the 17:00 schedule.
+# CME holidays keep their keys (stable partitions): the schedule skips them, and a holiday materialised
+# by hand (a backfill) is still reconciled — Pine books an abbreviated holiday session to that date —
+# and says it is a holiday in its metadata.
 trading_day_partitions = dg.TimeWindowPartitionsDefinition(
     cron_schedule="0 0 * * 1-5", timezone="America/Chicago", fmt="%Y-%m-%d", start="2024-01-01", end_offset=1
 )
@@ -123,6 +127,7 @@ def daily_reconciliation(
     return dg.MaterializeResult(
         metadata={
             "trading_day": day.isoformat(),
+            "cme_holiday": cme_holiday(day) or "-",
             "trades": len(live_trades),
             "orders": len(orders),
             "mismatches": sum(len(p) for p in failed.values()),

@@ -2,23 +2,25 @@
 
 Built from Databento Historical when a key is configured, else from the local DBN archive (what
 ``pine synth`` and ``pine hub --record`` write). Three checks run with every materialisation:
-gaps (missing sessions, missing trading hours inside the cached range), duplicated bars, and
-session alignment (daily bars end at the 17:00 America/Chicago close).
+gaps (missing sessions, missing trading hours inside the cached range, both against the root's CME
+calendar: holidays and early closes are not gaps), duplicated bars, and session alignment (daily bars
+end at the 17:00 America/Chicago close).
 """
 
 # No `from __future__ import annotations`: Dagster reads resource annotations as live types.
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 import yaml
 
-from hub.history import MAINTENANCE_HALT, HistoryError, build_caches
+from hub.history import HistoryError, build_caches
 from orchestration.resources import PineConfigResource
 from pine.bar_cache import BarCacheError, cache_path, read_bar_list
 from pine.bars import TIMEFRAMES, Bar
 from pine.config.loader import EXAMPLE_CONFIG
+from pine.holidays import MarketCalendar
 from pine.sessions import SessionCalendar
 
 GAPS = "no_gaps"
@@ -43,7 +45,8 @@ symbol_partitions = dg.StaticPartitionsDefinition(_shipped_instruments())
     kinds={"parquet"},
     partitions_def=symbol_partitions,
     check_specs=[
-        # CME holidays are not in the session calendar: a holiday shows as a missing session, hence a warning.
+        # A warning: an illiquid root may have a quiet hour without a trade (so without a bar), and ad-hoc
+        # closures (a hurricane) are not in the holiday calendar.
         dg.AssetCheckSpec(GAPS, asset="warmup_cache", description="no missing session or trading hour in the range"),
         dg.AssetCheckSpec(DUPLICATES, asset="warmup_cache", description="no bar start appears twice in a timeframe"),
         dg.AssetCheckSpec(ALIGNMENT, asset="warmup_cache", description="daily bars span one 17:00 Chicago session"),
@@ -66,10 +69,12 @@ def warmup_cache(context: dg.AssetExecutionContext, pine_config: PineConfigResou
         raise dg.Failure(description=str(exc)) from None
     context.log.info(f"{root}: {build.bars} bars from {build.source}, complete through {build.complete_through}")
     calendar = cfg.sessions.calendar()
+    market = MarketCalendar.for_root(root)
     daily = bars["daily"]
     return dg.MaterializeResult(
         metadata={
             "source": build.source,
+            "market_calendar": market.name,
             "detail": build.detail or "-",
             "complete_through": build.complete_through.isoformat() if build.complete_through else "-",
             "first_session": _session(calendar, daily[0]) if daily else "-",
@@ -78,14 +83,16 @@ def warmup_cache(context: dg.AssetExecutionContext, pine_config: PineConfigResou
             "preview": dg.MetadataValue.md(daily_preview(daily[-5:])),
             "cache_dir": dg.MetadataValue.path(str(cache_dir / root)),
         },
-        check_results=check_results(bars, calendar),
+        check_results=check_results(bars, calendar, market),
     )
 
 
-def check_results(bars: dict[str, list[Bar]], calendar: SessionCalendar) -> list[dg.AssetCheckResult]:
-    """The three warmup-cache checks over one root's bars per timeframe."""
-    missing_sessions = missing_daily_sessions(bars["daily"], calendar)
-    missing_hours = missing_hourly_bars(bars["hourly"], calendar)
+def check_results(bars: dict[str, list[Bar]], calendar: SessionCalendar,
+                  market: MarketCalendar) -> list[dg.AssetCheckResult]:
+    """The three warmup-cache checks over one root's bars per timeframe (``market``: the root's CME calendar)."""
+    missing_sessions = missing_daily_sessions(bars["daily"], calendar, market)
+    missing_hours = missing_hourly_bars(bars["hourly"], market)
+    holidays = holidays_in_range(bars["daily"], calendar, market)
     duplicates = {tf: duplicated_starts(bars[tf]) for tf in TIMEFRAMES}
     misaligned = misaligned_daily_bars(bars["daily"], calendar)
     n_dup = sum(len(v) for v in duplicates.values())
@@ -96,7 +103,8 @@ def check_results(bars: dict[str, list[Bar]], calendar: SessionCalendar) -> list
             severity=dg.AssetCheckSeverity.WARN,
             description=f"{len(missing_sessions)} missing session(s), {len(missing_hours)} missing hour(s)",
             metadata={"missing_sessions": len(missing_sessions), "missing_hours": len(missing_hours),
-                      "examples": _listing([*missing_sessions, *missing_hours])},
+                      "examples": _listing([*missing_sessions, *missing_hours]),
+                      "market_calendar": market.name, "holidays": _listing(holidays)},
         ),
         dg.AssetCheckResult(
             check_name=DUPLICATES,
@@ -115,39 +123,39 @@ def check_results(bars: dict[str, list[Bar]], calendar: SessionCalendar) -> list
     ]
 
 
-def missing_daily_sessions(daily: Sequence[Bar], calendar: SessionCalendar) -> list[str]:
-    """Weekday sessions between the first and last daily bar that have no bar (ISO trading days)."""
+def missing_daily_sessions(daily: Sequence[Bar], calendar: SessionCalendar, market: MarketCalendar) -> list[str]:
+    """Trading days of ``market`` between the first and last daily bar that have no bar (ISO trading days).
+
+    A holiday is no gap; a bar on a day the market was closed (the synthetic market ignores holidays) is
+    not one either.
+    """
     if not daily:
         return []
-    have = {calendar.trading_day(b.end - timedelta(microseconds=1)) for b in daily}
-    day, last = min(have), max(have)
-    missing = []
-    while day < last:
-        day += timedelta(days=1)
-        if day.weekday() < 5 and day not in have:
-            missing.append(day.isoformat())
-    return missing
+    have = _trading_days(daily, calendar)
+    return [day.isoformat() for day in market.trading_days(min(have), max(have)) if day not in have]
 
 
-def missing_hourly_bars(hourly: Sequence[Bar], calendar: SessionCalendar) -> list[str]:
-    """Trading hours between the first and last hourly bar that have no bar (ISO bar starts, UTC).
+def missing_hourly_bars(hourly: Sequence[Bar], market: MarketCalendar) -> list[str]:
+    """Trading hours of ``market`` between the first and last hourly bar that have no bar (ISO bar starts, UTC).
 
-    A session trades from the previous close to the maintenance halt, the hour before its close;
-    weekends and the halt are not gaps.
+    Only hours the market is open for in full count: weekends, holidays, the maintenance halt and the
+    hours after an early close are not gaps.
     """
     if not hourly:
         return []
     have = {b.timestamp for b in hourly}
     first, last = min(have), max(have)
-    missing = []
-    t = first
-    while t < last:
-        t += timedelta(hours=1)
-        start, end = calendar.session_bounds(t)
-        trading = calendar.trading_day(t).weekday() < 5 and t < end - MAINTENANCE_HALT and t >= start
-        if trading and t not in have:
-            missing.append(t.isoformat())
-    return missing
+    # A day either side: the sessions around the first and last bar, whatever their local dates.
+    expected = market.full_hours(first.date() - timedelta(days=1), last.date() + timedelta(days=1))
+    return [t.isoformat() for t in sorted(expected) if first < t <= last and t not in have]
+
+
+def holidays_in_range(daily: Sequence[Bar], calendar: SessionCalendar, market: MarketCalendar) -> list[str]:
+    """The weekdays between the first and last daily bar on which ``market`` is closed, with the holiday's name."""
+    if not daily:
+        return []
+    have = _trading_days(daily, calendar)
+    return [f"{day.isoformat()} {name}" for day, name in market.holidays(min(have), max(have)).items()]
 
 
 def duplicated_starts(bars: Sequence[Bar]) -> list[str]:
@@ -178,6 +186,10 @@ def daily_preview(daily: Sequence[Bar]) -> str:
     rows += [f"| {b.end:%Y-%m-%d %H:%M} | {b.open:g} | {b.high:g} | {b.low:g} | {b.close:g} | {b.volume} "
              f"| {b.contract_symbol} |" for b in daily]
     return "\n".join(rows)
+
+
+def _trading_days(daily: Sequence[Bar], calendar: SessionCalendar) -> set[date]:
+    return {calendar.trading_day(b.end - timedelta(microseconds=1)) for b in daily}
 
 
 def _session(calendar: SessionCalendar, daily_bar: Bar) -> str:

@@ -1,7 +1,8 @@
 """Running ``dagster dev`` (webserver + daemon + code server) for a Dagster home, e.g. for ``pine demo``.
 
-The home gets a copy of the repository's ``dagster.yaml``; the code location is the repository's
-``workspace.yaml``. ``dagster dev`` runs in its own session so that stopping it (SIGTERM, which it
+The home gets the repository's ``dagster.yaml`` (SQLite storage in the home), with Postgres storage
+(``deploy/dagster-postgres.yaml``) appended when ``PINE_DAGSTER_PG_URL`` is set; the code location
+is the repository's ``workspace.yaml``. ``dagster dev`` runs in its own session so that stopping it (SIGTERM, which it
 turns into a clean shutdown of its services; then SIGKILL of the whole group) never touches the
 caller, and a Ctrl-C in the caller's terminal does not stop it before the caller is done with it.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +28,12 @@ from pine.redis_server import free_port
 
 REPO: Final = Path(__file__).resolve().parents[1]
 DEFAULT_PORT: Final = 3000
+# Set: the instance keeps runs, event logs and schedules in Postgres, not SQLite.
+PG_URL_ENV: Final = "PINE_DAGSTER_PG_URL"
+POSTGRES_STORAGE: Final = REPO / "deploy" / "dagster-postgres.yaml"
+# dagster-postgres installs psycopg2, and SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3:
+# the URL must name the driver.
+PG_SCHEME: Final = "postgresql+psycopg2"
 STOP_TIMEOUT_S: Final = 30.0
 
 LOCATIONS_QUERY: Final = """
@@ -40,6 +46,33 @@ LOCATIONS_QUERY: Final = """
 
 class DagsterDevError(RuntimeError):
     """``dagster dev`` exited, or its code location failed to load; the message says where its log is."""
+
+
+def instance_config(env: Mapping[str, str]) -> str:
+    """The text of a Dagster home's ``dagster.yaml``: the repository's, plus Postgres storage when
+    ``PINE_DAGSTER_PG_URL`` is set in ``env`` (ValueError, never echoing the URL, unless it is a
+    ``postgresql+psycopg2://`` URL).
+
+    The storage section reads the URL from the environment (``env: PINE_DAGSTER_PG_URL``), so the
+    password stays out of the file; every Dagster process must see the variable.
+    """
+    text = (REPO / "dagster.yaml").read_text()
+    url = env.get(PG_URL_ENV, "").strip()
+    if not url:
+        return text
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme != PG_SCHEME:
+        raise ValueError(f"{PG_URL_ENV} must be a {PG_SCHEME}:// URL ({PG_SCHEME}://user:password@host:5432/dagster); "
+                         f"got {'scheme ' + repr(scheme) if scheme else 'no scheme'}. Unset it for SQLite.")
+    return text + "\n" + POSTGRES_STORAGE.read_text()
+
+
+def write_instance_config(home: Path, env: Mapping[str, str]) -> Path:
+    """Write :func:`instance_config` to ``home/dagster.yaml`` (creating ``home``); returns the file."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "dagster.yaml"
+    path.write_text(instance_config(env))
+    return path
 
 
 def pick_port(preferred: int = DEFAULT_PORT) -> int:
@@ -73,8 +106,7 @@ class DagsterDev:
 
     def start(self) -> DagsterDev:
         """Launch ``dagster dev``; returns at once (see :meth:`wait_loaded`)."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "dagster.yaml", self.home / "dagster.yaml")
+        write_instance_config(self.home, {**os.environ, **self.env})
         self.log.parent.mkdir(parents=True, exist_ok=True)
         dagster = Path(sys.executable).parent / "dagster"
         with open(self.log, "ab") as out:

@@ -16,7 +16,13 @@ from assets.warmup_cache import warmup_cache
 from orchestration.jobs import daily_summary_job, restart_process, start_process, stop_process, warmup_refresh_job
 from orchestration.resources import PineConfigResource, RedisResource
 from orchestration.schedules import daily_summary_schedule, warmup_refresh_schedule
-from orchestration.sensors import alert_on_run_failure, supervise_processes
+from orchestration.sensors import (
+    alert_on_run_failure,
+    dagster_presence,
+    send_daily_summary,
+    send_daily_summary_after_failure,
+    supervise_processes,
+)
 
 defs = dg.Definitions(
     assets=[
@@ -24,7 +30,8 @@ defs = dg.Definitions(
     ],
     asset_checks=[instruments_match_contract_map],
     jobs=[start_process, restart_process, stop_process, daily_summary_job, warmup_refresh_job],
-    sensors=[supervise_processes, alert_on_run_failure],
+    sensors=[supervise_processes, alert_on_run_failure, dagster_presence, send_daily_summary,
+             send_daily_summary_after_failure],
     schedules=[daily_summary_schedule, warmup_refresh_schedule],
     resources={"pine_config": PineConfigResource(), "redis": RedisResource()},
 )

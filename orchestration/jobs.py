@@ -140,7 +140,7 @@ daily_summary_job = dg.define_asset_job(
     # One run per trading day (its partition): the summary and the day's reconciliation together.
     selection=[daily_summary, daily_reconciliation],
     description="The trading day's summary per strategy from the trades DB and its reconciliation "
-                "(17:00 America/Chicago, Mon–Fri).",
+                "(17:00 America/Chicago, Mon–Fri); when the run ends, send_daily_summary posts both to Discord.",
 )
 
 

@@ -1,8 +1,12 @@
-"""Dagster sensors: process supervision every 30 s, and an alert for every failed run.
+"""Dagster sensors: process supervision every 30 s, an alert for every failed run, and the daily summary.
 
 ``supervise_processes`` is off by default: turn it on (UI, or ``dagster sensor start
 supervise_processes``) where Dagster should own the hub and the workers. With
 ``supervision.mode: systemd`` it only reports; systemd restarts.
+
+``dagster_presence`` (on by default) tells the workers that Dagster runs, and the two
+``send_daily_summary`` sensors send the Discord summary when a ``daily_summary_job`` run ends:
+Dagster is then the one sender of the daily summary (``pine.notify.summary``).
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from typing import Final
 
 import dagster as dg
 
+from assets.daily_summary import reconciliation_line, run_trading_day, send_summary
 from orchestration.alerts import Alert, emit_alert
 from orchestration.components import PROCESS_TAG, supervised_components
-from orchestration.jobs import process_run, restart_process, start_process
+from orchestration.jobs import daily_summary_job, process_run, restart_process, start_process
 from orchestration.resources import PineConfigResource, RedisResource
 from orchestration.supervision import Policy, RunState, observe, plan_tick
+from pine import redis_names
 from pine.redis_server import RedisUnavailableError
 
 SUPERVISION_SENSOR: Final = "supervise_processes"
@@ -25,7 +31,12 @@ SUPERVISION_INTERVAL_S: Final = 30
 # Dagster's system tags on runs requested by a sensor.
 RUN_KEY_TAG: Final = "dagster/run_key"
 SENSOR_NAME_TAG: Final = "dagster/sensor_name"
+BACKFILL_TAG: Final = "dagster/backfill"
 FINISHED: Final = frozenset({dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED})
+PRESENCE_SENSOR: Final = "dagster_presence"
+PRESENCE_INTERVAL_S: Final = 30
+# Missing a few ticks (a busy daemon) must not hand the summary back to the workers.
+PRESENCE_TTL_S: Final = 4 * PRESENCE_INTERVAL_S
 
 
 @dg.sensor(
@@ -110,3 +121,53 @@ def _step_error(event: dg.DagsterEvent) -> str:
     if data.user_failure_data is not None and data.user_failure_data.description:
         return data.user_failure_data.description
     return data.error.message.strip() if data.error is not None else event.message or "step failed"
+
+
+@dg.sensor(name=PRESENCE_SENSOR, minimum_interval_seconds=PRESENCE_INTERVAL_S,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def dagster_presence(
+    context: dg.SensorEvaluationContext, pine_config: PineConfigResource, redis: RedisResource
+) -> dg.SkipReason:
+    """Keep ``ops:dagster:alive`` (TTL 2 min) in Redis while the daemon runs: the workers leave the daily summary
+    to the ``daily_summary`` schedule."""
+    cfg = pine_config.load(verify_contract_map=False)
+    try:
+        client = redis.client(cfg)
+    except RedisUnavailableError as exc:
+        return dg.SkipReason(f"{exc}: the workers send the daily summary themselves")
+    try:
+        client.set(redis_names.DAGSTER_ALIVE, f"{time.time():.0f}", ex=PRESENCE_TTL_S)
+    finally:
+        client.close()
+    return dg.SkipReason(f"{redis_names.DAGSTER_ALIVE} set for {PRESENCE_TTL_S}s (presence only, no runs)")
+
+
+def _send_daily_summary(context: dg.RunStatusSensorContext, pine_config: PineConfigResource) -> None:
+    run = context.dagster_run
+    cfg = pine_config.load(verify_contract_map=False)
+    if cfg.notifications.daily_summary_sender == "workers":
+        context.log.info("notifications.daily_summary_sender is 'workers': the workers send the daily summary")
+        return
+    if run.tags.get(BACKFILL_TAG):
+        context.log.info(f"run {run.run_id} belongs to backfill {run.tags[BACKFILL_TAG]}: no summary for an old day")
+        return
+    day = run_trading_day(context.instance, run)
+    if day is None:
+        context.log.warning(f"run {run.run_id} of {run.job_name} names no trading day: no summary sent")
+        return
+    context.log.info(send_summary(cfg, day, reconciliation_line(context.instance, run.run_id)))
+
+
+@dg.run_status_sensor(name="send_daily_summary", run_status=dg.DagsterRunStatus.SUCCESS,
+                      monitored_jobs=[daily_summary_job], default_status=dg.DefaultSensorStatus.RUNNING)
+def send_daily_summary(context: dg.RunStatusSensorContext, pine_config: PineConfigResource) -> None:
+    """A ``daily_summary_job`` run succeeded: send the day's Discord summary (figures, reconciliation passed)."""
+    _send_daily_summary(context, pine_config)
+
+
+@dg.run_status_sensor(name="send_daily_summary_after_failure", run_status=dg.DagsterRunStatus.FAILURE,
+                      monitored_jobs=[daily_summary_job], default_status=dg.DefaultSensorStatus.RUNNING)
+def send_daily_summary_after_failure(context: dg.RunStatusSensorContext, pine_config: PineConfigResource) -> None:
+    """A ``daily_summary_job`` run failed (a reconciliation check, usually): send the summary all the same, saying
+    which checks failed."""
+    _send_daily_summary(context, pine_config)

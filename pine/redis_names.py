@@ -18,6 +18,9 @@ CLOCK_STREAM: Final = "datahub:clock"
 # Operational alerts for people (process down, crash loop, failed Dagster run, ...): stream entries
 # {kind, severity: info|warning|critical, component, message, source, time, details (JSON)}.
 OPS_ALERTS: Final = "ops:alerts"
+# Present (value: the epoch time it was set, with a TTL of a few sensor intervals) while a Dagster daemon
+# runs Pine's code location: the workers then leave the daily summary to Dagster (pine.notify.summary).
+DAGSTER_ALIVE: Final = "ops:dagster:alive"
 
 
 def channel(root: str, timeframe: str) -> str:

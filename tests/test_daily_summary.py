@@ -17,6 +17,7 @@ from assets.daily_summary import daily_summary, last_closed_trading_day, summari
 from orchestration.resources import PineConfigResource
 from orchestration.schedules import daily_summary_schedule
 from pine.sessions import SessionCalendar
+from tests.conftest import REPO
 from tests.worker_support import write_config
 from workers.trades_db import TradesDB
 
@@ -46,8 +47,9 @@ def test_ticks_at_the_session_close_in_summer_and_winter_and_never_at_weekends()
     (datetime(2024, 1, 10, 23, tzinfo=UTC), "2024-01-10"),
 ])
 def test_a_tick_summarises_the_trading_day_that_just_closed(tick_utc: datetime, day: str) -> None:
-    context = dg.build_schedule_context(scheduled_execution_time=tick_utc)
-    request = daily_summary_schedule(context)
+    example = PineConfigResource(config_path=str(REPO / "data" / "config.multi_alpha.example.yml"))
+    with dg.build_schedule_context(scheduled_execution_time=tick_utc, resources={"pine_config": example}) as context:
+        request = daily_summary_schedule(context)
     assert isinstance(request, dg.RunRequest)
     assert request.run_key == f"daily_summary:{day}"
     assert request.run_config["ops"] == {"daily_summary": {"config": {"trading_day": day}}}

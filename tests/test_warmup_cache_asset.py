@@ -6,22 +6,27 @@ import os
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
 
 from assets.warmup_cache import ALIGNMENT, DUPLICATES, GAPS, check_results, warmup_cache
+from hub.history import build_caches
 from hub.synthetic import write_synthetic_market
 from orchestration.resources import PineConfigResource
 from orchestration.schedules import warmup_refresh_schedule
 from pine.bar_cache import cache_path, read_bar_list
+from pine.bars import Bar
 from pine.config import load_config
 from pine.contracts import load_contract_map
+from pine.holidays import MarketCalendar
 from pine.sessions import SessionCalendar
 from tests.conftest import REPO
 
 EXAMPLE = REPO / "data" / "config.multi_alpha.example.yml"
 CALENDAR = SessionCalendar()
+CHICAGO = ZoneInfo("America/Chicago")
 
 
 @pytest.fixture
@@ -73,7 +78,7 @@ def test_checks_name_a_missing_session_a_missing_hour_a_duplicate_and_a_misalign
         # Monday's session missing; Tuesday's bar ending at midnight UTC, the legacy close.
         "daily": [fri, replace(tue, end=datetime(2024, 3, 13, tzinfo=UTC))],
     }
-    results = {r.check_name: r for r in check_results(altered, CALENDAR)}
+    results = {r.check_name: r for r in check_results(altered, CALENDAR, MarketCalendar.for_root("ES"))}
     assert not results[GAPS].passed and results[GAPS].severity == dg.AssetCheckSeverity.WARN
     examples = results[GAPS].metadata["examples"].value
     assert "`2024-03-11`" in examples and f"`{dropped.timestamp.isoformat()}`" in examples
@@ -82,7 +87,7 @@ def test_checks_name_a_missing_session_a_missing_hour_a_duplicate_and_a_misalign
     assert "2024-03-13T00:00:00+00:00" in results[ALIGNMENT].metadata["examples"].value
     assert mon.end - mon.timestamp == timedelta(hours=24)
     # The unaltered bars pass all three.
-    assert all(r.passed for r in check_results(bars, CALENDAR))
+    assert all(r.passed for r in check_results(bars, CALENDAR, MarketCalendar.for_root("ES")))
 
 
 def test_a_root_without_history_fails_with_the_reason() -> None:
@@ -105,3 +110,52 @@ def test_the_refresh_schedule_requests_every_configured_symbol_after_trading_sto
     assert requests[0].run_key == f"warmup_cache:2024-07-10:{instruments[0]}"
     assert (warmup_refresh_schedule.cron_schedule, warmup_refresh_schedule.execution_timezone) == (
         "15 16 * * 1-5", "America/Chicago")
+
+
+def _chicago(day: int, hour: int) -> datetime:
+    return datetime(2026, 11, day, hour, tzinfo=CHICAGO)
+
+
+def test_thanksgiving_week_a_holiday_and_early_closes_are_not_gaps_a_missing_session_is() -> None:
+    """Synthetic ES and ZC, Mon 23 – Fri 27 November 2026, trimmed to what CME trades that week: grains closed on
+    Thanksgiving (Thu 26), equity index futures halted at 12:00 CT on Thursday and Friday."""
+    runtime = Path(os.environ["PINE_RUNTIME_DIR"])
+    cfg = load_config(EXAMPLE)
+    write_synthetic_market(runtime / "market", ["ES", "ZC"], date(2026, 11, 23), 5, 7,
+                           load_contract_map(cfg.contract_map_path))
+    build_caches(cfg, ["ES", "ZC"], source="archive")
+    cached = {root: {tf: read_bar_list(cache_path(runtime / "warmup", root, tf)) for tf in ("1min", "hourly", "daily")}
+              for root in ("ES", "ZC")}
+    es, zc = MarketCalendar.for_root("ES"), MarketCalendar.for_root("ZC")
+    # The synthetic market ignores holidays: its extra sessions and hours are no gap either.
+    assert all(r.passed for r in check_results(cached["ES"], CALENDAR, es))
+    assert all(r.passed for r in check_results(cached["ZC"], CALENDAR, zc))
+
+    def day_of(bar: Bar) -> date:
+        return CALENDAR.trading_day(bar.end - timedelta(microseconds=1))
+
+    early_closes = [(_chicago(26, 12), _chicago(26, 17)), (_chicago(27, 12), _chicago(27, 17))]
+    es_real = {**cached["ES"], "hourly": [b for b in cached["ES"]["hourly"]
+                                          if not any(lo <= b.timestamp < hi for lo, hi in early_closes)]}
+    thanksgiving = date(2026, 11, 26)
+    zc_real = {tf: [b for b in bars if day_of(b) != thanksgiving] for tf, bars in cached["ZC"].items()}
+    assert len(es_real["hourly"]) == len(cached["ES"]["hourly"]) - 8 and len(zc_real["daily"]) == 4
+    es_gaps, zc_gaps = check_results(es_real, CALENDAR, es)[0], check_results(zc_real, CALENDAR, zc)[0]
+    assert es_gaps.passed, es_gaps.metadata["examples"].value
+    assert zc_gaps.passed, zc_gaps.metadata["examples"].value
+    assert zc_gaps.metadata["holidays"].value == "- `2026-11-26 Thanksgiving Day`"
+    assert es_gaps.metadata["holidays"].value == "none"  # ES trades on Thanksgiving morning
+    assert (es_gaps.metadata["market_calendar"].value, zc_gaps.metadata["market_calendar"].value) == (
+        "CME_Equity", "CMEGlobex_Grains")
+    # The old weekday rule would have flagged all of these; what is really missing still is flagged.
+    tuesday = date(2026, 11, 24)
+    lost_hour = next(b for b in zc_real["hourly"] if b.timestamp == _chicago(25, 10).astimezone(UTC))
+    zc_lossy = {**zc_real, "daily": [b for b in zc_real["daily"] if day_of(b) != tuesday],
+                "hourly": [b for b in zc_real["hourly"] if b is not lost_hour]}
+    gaps = check_results(zc_lossy, CALENDAR, zc)[0]
+    assert not gaps.passed
+    assert (gaps.metadata["missing_sessions"].value, gaps.metadata["missing_hours"].value) == (1, 1)
+    assert gaps.metadata["examples"].value == f"- `2026-11-24`\n- `{lost_hour.timestamp.isoformat()}`"
+    # An hour lost on Thanksgiving morning, when ES did trade, is a gap for ES.
+    es_lossy = {**es_real, "hourly": [b for b in es_real["hourly"] if b.timestamp != _chicago(26, 9).astimezone(UTC)]}
+    assert check_results(es_lossy, CALENDAR, es)[0].metadata["missing_hours"].value == 1

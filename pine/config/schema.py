@@ -257,6 +257,11 @@ class NotificationsConfig(_Strict):
     # The daily summary waits for every enabled worker to pass the session close, at most this long
     # after the first one did (a dead worker must not hold it back).
     summary_wait_minutes: float = Field(default=15.0, ge=0)
+    # Who sends the daily summary. ``auto``: Dagster when it runs (its ``dagster_presence`` sensor keeps
+    # ``ops:dagster:alive`` in Redis), with the reconciliation result; the workers then hold back until
+    # ``summary_wait_minutes`` after the close and send it only if Dagster has not. ``dagster``: the same,
+    # whether or not Dagster is seen. ``workers``: the workers as soon as all passed the close; Dagster never.
+    daily_summary_sender: Literal["auto", "workers", "dagster"] = "auto"
 
 
 class DashboardConfig(_Strict):

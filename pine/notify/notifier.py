@@ -37,7 +37,7 @@ from pine.notify.messages import (
 )
 from pine.notify.outbox import OUTBOX_FILE, Outbox
 from pine.notify.sender import Sender
-from pine.notify.summary import SummaryClock, day_stats, summary_message
+from pine.notify.summary import SummaryClock, day_stats, summary_event_id, summary_message
 from pine.notify.watch import Watcher
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ class Notifier:
         if client is not None:
             enabled = list(cfg.enabled_strategies())
             self.summary = SummaryClock(cfg.sessions.calendar(), client, enabled, enqueue=self.enqueue_summary,
-                                        wait_s=cfg.notifications.summary_wait_minutes * 60, strategy=strategy)
+                                        wait_s=cfg.notifications.summary_wait_minutes * 60, strategy=strategy,
+                                        sender=cfg.notifications.daily_summary_sender, sent=self._summary_sent)
             if watch:
                 self.watcher = Watcher(client, self.outbox, ["hub", *(f"worker:{s}" for s in enabled)],
                                        self.publish)
@@ -184,6 +185,9 @@ class Notifier:
             self.summary.progress(through)
         except Exception:  # Redis down: the summary waits for the next worker or the pending check
             log.exception("daily summary progress could not be recorded")
+
+    def _summary_sent(self, day: date) -> bool:
+        return self.outbox is not None and self.outbox.has_event(summary_event_id(day))
 
     def enqueue_summary(self, day: date, missing: list[str]) -> None:
         """Enqueue the summary of trading day ``day`` (once per day: see ``pine.notify.summary``)."""
