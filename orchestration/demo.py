@@ -3,6 +3,8 @@
 Synthetic market (real DBN files) → private Redis → hub replay → one worker per enabled
 strategy with the paper broker → trades DB → summary. The days before the replayed market are
 written too and aggregated into the warmup caches the workers start from (``demo_history``).
+Meanwhile, in a second process, the ML veto models of one ibs strategy are trained on the
+demo's training history and promoted to champion (``demo_models``), so its worker vetoes.
 Everything lives in ``<runtime>/demo``, which is recreated on every run so a demo never mixes
 with real trading state.
 """
@@ -10,11 +12,14 @@ with real trading state.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
@@ -24,7 +29,8 @@ import redis
 
 from orchestration.dagster_dev import DagsterDev
 from orchestration.demo_dashboard import DemoDashboard
-from orchestration.demo_history import demo_roots, prepare_history
+from orchestration.demo_history import demo_roots, history_days, prepare_history
+from orchestration.demo_models import TRAINING_SESSIONS, DemoModels, prepare_models
 from orchestration.processes import log_tail, spawn_pine, stop
 from pine import redis_names
 from pine.config import PineConfig
@@ -53,12 +59,31 @@ def demo_command(cfg: PineConfig, args: argparse.Namespace) -> int:
         shutil.rmtree(root_dir)
     root_dir.mkdir(parents=True)
     started = time.monotonic()
+    if os.environ.pop("MLFLOW_TRACKING_URI", None):
+        print("pine demo: MLFLOW_TRACKING_URI ignored: the demo's models stay in its own store", flush=True)
 
+    start = date.fromisoformat(args.start)
     print(f"pine demo: {args.history_days} trading days of history for the workers' warmup, {args.days} trading "
           f"days of synthetic market to replay, for {', '.join(roots)} (seed {args.seed})", flush=True)
-    handover = prepare_history(cfg, root_dir, roots, date.fromisoformat(args.start), args.history_days, args.seed)
-    print(f"pine demo: warmup caches in {root_dir / cfg.warmup.cache_dir}, complete through "
-          f"{handover.isoformat() if handover else '(no history)'}", flush=True)
+    # The models train in a second process while this one writes the DBN history (both CPU-bound).
+    models: DemoModels | None = None
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        training = pool.submit(_train_models, cfg, root_dir, history_days(start, max(args.history_days, 1))[0],
+                               args.seed)
+        handover = prepare_history(cfg, root_dir, roots, start, args.history_days, args.seed)
+        print(f"pine demo: warmup caches in {root_dir / cfg.warmup.cache_dir}, complete through "
+              f"{handover.isoformat() if handover else '(no history)'}", flush=True)
+        history_ready = time.monotonic()
+        try:
+            models = training.result()
+        except Exception as exc:  # the demo goes on: its workers trade without veto, and say so
+            print(f"pine demo: ML veto models NOT trained ({type(exc).__name__}: {exc}; see "
+                  f"{_training_log(root_dir)}): the workers trade without veto", file=sys.stderr, flush=True)
+    if models is not None:
+        detail = (f" ({TRAINING_SESSIONS} sessions of training history in {root_dir / 'ml_history'}; MLflow store "
+                  f"{root_dir / 'mlflow'}; log {_training_log(root_dir)}; the demo waited "
+                  f"{time.monotonic() - history_ready:.0f}s for it)") if models.strategy else ""
+        print(f"pine demo: {models.describe()}{detail}", flush=True)
     files = write_synthetic_market(
         root_dir / "replay",  # the demo's live feed; its archive (<root_dir>/market) holds the history only
         roots,
@@ -104,6 +129,7 @@ def demo_command(cfg: PineConfig, args: argparse.Namespace) -> int:
             print(log_tail(p.log), file=sys.stderr)
         return 1
     print(summary_table(root_dir / "trades.db"))
+    print(f"pine demo: {ml_summary(root_dir / 'trades.db')}")
     print(
         f"pine demo: done in {time.monotonic() - started:.0f}s. Logs: {root_dir / 'logs'}; "
         f"trades DB: {root_dir / 'trades.db'}"
@@ -112,6 +138,21 @@ def demo_command(cfg: PineConfig, args: argparse.Namespace) -> int:
         print(f"pine demo: dashboard again: `PINE_RUNTIME_DIR={root_dir} pine dashboard` (trades and P&L from the DB; "
               "health needs running processes), or `pine demo --serve` to keep it up with the demo's Redis")
     return 0
+
+
+def _training_log(root_dir: Path) -> Path:
+    return root_dir / "logs" / "ml_training.log"
+
+
+def _train_models(cfg: PineConfig, root_dir: Path, before: date, seed: int) -> DemoModels:
+    """``prepare_models`` in the pool's process, its output (MLflow's and scikit-learn's chatter) in a log file."""
+    log = _training_log(root_dir)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    return prepare_models(cfg, root_dir, before, seed)
 
 
 def _serve(board: DemoDashboard, trades_db: Path) -> None:
@@ -164,6 +205,21 @@ def _count(db: Path, table: str) -> int:
             return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
     except sqlite3.Error:
         return 0  # table not created yet
+
+
+def ml_summary(db: Path) -> str:
+    """How many ML veto decisions the workers recorded, by outcome and model version."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT outcome, count(*), group_concat(DISTINCT model || ' v' || version) FROM ml_decisions "
+            "GROUP BY outcome ORDER BY outcome"
+        ).fetchall()
+    if not rows:
+        return "0 ML veto decisions recorded (no entry signal of a symbol with a champion model)"
+    total = sum(n for _, n, _ in rows)
+    outcomes = ", ".join(f"{outcome} {n}" for outcome, n, _ in rows)
+    models = sorted({m for _, _, names in rows if names for m in names.split(",")})
+    return f"{total} ML veto decisions recorded ({outcomes}) by {', '.join(models)}"
 
 
 def summary_table(db: Path) -> str:

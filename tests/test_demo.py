@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -46,6 +47,19 @@ def test_demo_runs_the_whole_system_and_reports_trades(tmp_path: Path) -> None:
     for strategy, n in per_strategy.items():
         assert any(line.split()[:2] == [strategy, str(n)] for line in proc.stdout.splitlines()), proc.stdout[-2000:]
     assert "private Redis" in proc.stdout
+    # The demo trained and promoted one ibs strategy's veto models before the workers started; they decided.
+    (trained,) = [line for line in proc.stdout.splitlines()
+                  if line.startswith("pine demo: ML veto models trained and promoted to champion for ")]
+    strategy = trained.split(" for ", 1)[1].split()[0]
+    champions = dict(re.findall(rf"({strategy}_\w+) v(\d+)", trained))
+    assert strategy in {"ibs_a", "ibs_b"} and champions, trained
+    with sqlite3.connect(db) as conn:
+        decisions = conn.execute("SELECT strategy, model, version, outcome, score FROM ml_decisions").fetchall()
+    assert decisions, "no ML veto decision recorded"
+    for row_strategy, model, version, outcome, score in decisions:
+        assert row_strategy == strategy and champions[model] == version and outcome in ("taken", "vetoed", "not_ready")
+        assert (score is None) == (outcome == "not_ready")
+    assert f"pine demo: {len(decisions)} ML veto decisions recorded (" in proc.stdout
 
 
 def _processes_with_env(entry: str) -> list[int]:

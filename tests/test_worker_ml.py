@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +287,108 @@ def test_a_failed_reload_keeps_the_loaded_models_and_reports_it(
     status = veto.status()
     assert status["models"] == {"CL": first, "GC": None}
     assert f"model {STRATEGY}_CL version {second}: model.skops is not a loadable skops model" in status["reload_error"]
+
+
+def _tamper_sklearn_version(cfg: PineConfig, version: str) -> None:
+    """Rewrite the scikit-learn version recorded in the champion's MLmodel, as if trained elsewhere."""
+    (mlmodel,) = (cfg.runtime_dir / "mlflow" / "artifacts" / "models").glob("*/artifacts/MLmodel")
+    doc = yaml.safe_load(mlmodel.read_text())
+    doc["flavors"]["sklearn"]["sklearn_version"] = version
+    mlmodel.write_text(yaml.safe_dump(doc))
+
+
+def test_a_replayed_signal_keeps_the_decision_recorded_on_it(
+    tmp_path: Path, market: tuple[Path, list[Bar]], trained: TrainResult
+) -> None:
+    from ml.history import frame_bars
+    from workers.engine import ml_veto
+
+    cfg = _config(tmp_path, market[0])
+    first = _champion(cfg, trained, VETO_ALL)
+    setup = resolve_strategy(cfg, STRATEGY)
+    layout = setup.layout(cfg.instruments)
+    db = _db(cfg)
+    veto = ml_veto(setup, layout, cfg.runtime_dir, audit=db)
+    assert veto is not None
+    veto.load_models()
+    history = BarHistory(cfg.runtime_path(cfg.warmup.cache_dir))
+    bars = [b for r in layout.roots for tf in ("hourly", "daily") for b in frame_bars(history.frame(r, tf))[-300:]]
+    for bar in sorted(bars, key=lambda b: (b.end, b.symbol, b.timeframe)):
+        veto.tracker.update_bar(bar)
+    assert veto.tracker.ready("CL")
+    signal = max(b.end for b in bars if b.symbol == "CL" and b.timeframe == "daily")
+
+    decided = veto.decide("CL", signal)
+    assert not decided.take and decided.record is not None and decided.record.outcome == "vetoed"
+    db.record_step(STRATEGY, [], [], decisions=[decided.record])
+    # A new champion that takes everything, then the worker restarts and replays the same signal.
+    second = _champion(cfg, trained, TAKE_ALL)
+    restarted = ml_veto(setup, layout, cfg.runtime_dir, audit=_db(cfg))
+    assert restarted is not None
+    restarted.load_models()
+    for bar in sorted(bars, key=lambda b: (b.end, b.symbol, b.timeframe)):
+        restarted.tracker.update_bar(bar)
+    assert restarted.status()["models"]["CL"] == second
+    replayed = restarted.decide("CL", signal)
+    assert (replayed.take, replayed.record, replayed.score, replayed.version) == (False, None, decided.score, first)
+    # A signal nobody decided on yet gets the new champion's decision.
+    later = restarted.decide("CL", signal + timedelta(days=1))
+    assert later.take and later.record is not None and (later.record.version, later.record.outcome) == (second, "taken")
+    assert db.decisions(STRATEGY) == [decided.record]
+
+
+def test_preflight_checks_each_symbols_champion(
+    tmp_path: Path, redis_url: str, market: tuple[Path, list[Bar]], trained: TrainResult
+) -> None:
+    import sklearn
+
+    from workers.preflight import run_preflight
+
+    cfg = _config(tmp_path, market[0])
+    setup = resolve_strategy(cfg, STRATEGY)
+    client = connect(redis_url)
+
+    def ml_lines() -> list[str]:
+        report = run_preflight(cfg, setup, client)
+        lines = report.render().splitlines()
+        return [line.strip() for line in lines if line.strip().split()[1:2] == ["ml"] or "=>" in line]
+
+    lines = ml_lines()
+    assert lines[0].startswith("warn  ml") and "CL GC trade without veto (`pine ml train`" in lines[0], lines
+    assert not (cfg.runtime_dir / "mlflow" / "mlflow.db").exists()  # the check never creates the store
+
+    version = _champion(cfg, trained, TAKE_ALL)
+    lines = ml_lines()
+    assert f"ok    ml           CL: {STRATEGY}_CL version {version} loads, its {len(trained.features)} features are " \
+           "the worker's" in lines[0], lines
+    assert lines[1] == f"warn  ml           GC: no {STRATEGY}_GC@champion: trades without veto", lines
+    assert lines[-1] == "=> ready"
+
+    _tamper_sklearn_version(cfg, "1.0.2")
+    lines = ml_lines()
+    assert lines[0] == (f"warn  ml           CL: model {STRATEGY}_CL version {version} was trained with scikit-learn "
+                        f"1.0.2, this process runs scikit-learn {sklearn.__version__}; retrain it to remove the risk")
+
+    (model_dir,) = (cfg.runtime_dir / "mlflow" / "artifacts" / "models").glob("*/artifacts")
+    (model_dir / "model.skops").write_bytes(b"PK\x03\x04 not a model")
+    lines = ml_lines()
+    assert lines[0].startswith(f"fail  ml           CL: model {STRATEGY}_CL version {version}: model.skops is not a "
+                               "loadable skops model"), lines
+    assert lines[-1] == "=> FAILED"
+
+
+def test_sklearn_mismatch_of_the_champion_is_in_the_heartbeat(
+    tmp_path: Path, redis_url: str, market: tuple[Path, list[Bar]], trained: TrainResult
+) -> None:
+    import sklearn
+
+    cfg = _config(tmp_path, market[0])
+    version = _champion(cfg, trained, TAKE_ALL)
+    _tamper_sklearn_version(cfg, "1.0.2")
+    _run(cfg, redis_url, [])
+    ml = _beat(cfg)["ml"]
+    assert ml["models"] == {"CL": version, "GC": None}
+    assert ml["sklearn_mismatch"] == {
+        "CL": f"model {STRATEGY}_CL version {version} was trained with scikit-learn 1.0.2, this process runs "
+              f"scikit-learn {sklearn.__version__}; retrain it to remove the risk"
+    }

@@ -20,7 +20,7 @@ from pine.config.schema import PineConfig, ReferenceFeedsConfig, StrategyConfig
 from workers.execution import Execution
 from workers.feeds import FeedFactory, ListFeedSet, feed_name
 from workers.journal import MemoryJournal, StepJournal
-from workers.ml_veto import MlVeto
+from workers.ml_veto import DecisionAudit, MlVeto
 from workers.paper_broker import paper_broker
 from workers.references import FeedLayout, layout_for
 from workers.strategies import BaseStrategy, UnknownStrategyTypeError, strategy_class
@@ -91,15 +91,18 @@ def resolve_strategy(cfg: PineConfig, name: str) -> StrategySetup:
     return setup
 
 
-def ml_veto(setup: StrategySetup, layout: FeedLayout, runtime_dir: Path | None = None) -> MlVeto | None:
+def ml_veto(setup: StrategySetup, layout: FeedLayout, runtime_dir: Path | None = None,
+            audit: DecisionAudit | None = None) -> MlVeto | None:
     """The strategy's ML veto (feature tracker, no models loaded yet), or None without ML-enabled instruments.
+
+    ``audit`` (the worker's trades DB): replayed signals take the decision recorded on them.
 
     Raises ``workers.ml_veto.MlSetupError`` naming a feed the features need that ``layout`` lacks.
     """
     if not setup.ml_symbols:
         return None
     return MlVeto(setup.name, setup.ml_symbols, {spec.root for spec in layout.feeds},
-                  shadow=setup.config.ml_shadow, runtime_dir=runtime_dir)
+                  shadow=setup.config.ml_shadow, runtime_dir=runtime_dir, audit=audit)
 
 
 def build_cerebro(cfg: PineConfig, setup: StrategySetup, make_feed: FeedFactory, journal: StepJournal,

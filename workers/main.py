@@ -109,7 +109,7 @@ class Worker:
                 log.warning("worker %s: optional reference feed(s) missing, their features take neutral defaults: %s",
                             self.setup.name, " ".join(self.warmup.layout.missing_feeds))
             if self.stop_signal is None:
-                self.ml = ml_veto(self.setup, self.warmup.layout, self.cfg.runtime_dir)
+                self.ml = ml_veto(self.setup, self.warmup.layout, self.cfg.runtime_dir, audit=self.db)
                 if self.ml is not None:
                     self.ml.load_models()
                 feeds = LiveFeedSet(self.source, stop_at_end=self.stop_at_end, on_idle=lambda: self._tick(idle=True),

@@ -6,6 +6,10 @@ an ML-enabled symbol, :meth:`MlVeto.decide` asks the symbol's champion model. No
 while a feature is not ready (the signal is skipped); ``shadow`` takes every signal and only
 records what the model would have done. A symbol without a champion trades without veto.
 
+A signal that already has a row in ``ml_decisions`` (its bar replayed after a restart, up to the
+ledger cursor) gets the recorded verdict back, not a new decision: the champion may have changed
+since, and re-deciding could turn a veto into a second entry or drop a trade that was taken.
+
 ``ml`` is imported only here and only for strategies with ML-enabled instruments: a worker
 without ML never imports the feature library (pandas) or the model registry (mlflow).
 """
@@ -18,7 +22,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from workers.trades_db import DecisionRecord
 
@@ -31,6 +35,12 @@ log = logging.getLogger(__name__)
 TAKEN = "taken"
 VETOED = "vetoed"
 NOT_READY = "not_ready"
+
+
+class DecisionAudit(Protocol):
+    """Where recorded decisions are looked up (``workers.trades_db.TradesDB``)."""
+
+    def decision(self, strategy: str, symbol: str, signal_time: datetime) -> DecisionRecord | None: ...
 
 
 class MlSetupError(RuntimeError):
@@ -51,8 +61,9 @@ class MlVeto:
     """Feature tracker, champion models and shadow mode of one strategy's ML-enabled symbols."""
 
     def __init__(self, strategy: str, symbols: Sequence[str], roots: Collection[str], *, shadow: bool = False,
-                 runtime_dir: Path | None = None) -> None:
-        """``roots``: roots with feeds in this worker. Raises MlSetupError naming a feed the features need."""
+                 runtime_dir: Path | None = None, audit: DecisionAudit | None = None) -> None:
+        """``roots``: roots with feeds in this worker; ``audit``: the decisions recorded so far (None: every
+        signal is decided afresh, as in a backtest). Raises MlSetupError naming a feed the features need."""
         from ml.features import MissingFeedError
         from ml.readiness import FeatureTracker
 
@@ -60,6 +71,7 @@ class MlVeto:
         self.symbols = list(symbols)
         self.shadow = shadow
         self.runtime_dir = runtime_dir
+        self.audit = audit
         try:
             self.tracker: FeatureTracker = FeatureTracker(self.symbols, roots)
         except MissingFeedError as exc:
@@ -103,6 +115,8 @@ class MlVeto:
         """The veto's verdict on an entry signal of ``symbol`` decided on the bar ending at ``signal_time``."""
         from ml.registry import model_name
 
+        if self.audit is not None and (recorded := self.audit.decision(self.strategy, symbol, signal_time)):
+            return self._recorded(recorded)
         model = self.models.get(symbol)
         if model is None:
             return Verdict(True, None)
@@ -120,6 +134,14 @@ class MlVeto:
         record = self._record(symbol, signal_time, decision.model, decision.version, decision, outcome,
                               decision.features)
         return Verdict(take, record, decision.score, decision.version)
+
+    def _recorded(self, record: DecisionRecord) -> Verdict:
+        """The verdict an earlier run recorded on this signal; no new audit row."""
+        take = record.outcome == TAKEN
+        log.info("%s: ML decision on the signal of %s already recorded (%s v%s, %s): replayed as %s",
+                 record.symbol, record.signal_time.isoformat(), record.model, record.version, record.outcome,
+                 "take" if take else "skip", extra={"symbol": record.symbol})
+        return Verdict(take, None, record.score, record.version)
 
     def _record(self, symbol: str, signal_time: datetime, model: str, version: str | None,
                 decision: Decision | None, outcome: str, features: dict[str, float | None]) -> DecisionRecord:

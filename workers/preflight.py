@@ -5,9 +5,11 @@ broker can be reached (TradersPost: a TCP connect to the webhook host, since any
 to the webhook would be a trading signal; paper: nothing to reach); the trades DB opens,
 migrates and takes the write lock; each bar stream has bars (an empty stream only warns: the
 worker waits for the hub); the warmup history (``workers.warmup``: caches present and how far
-they reach, or what the worker will build them from); and the restart checks of
-``workers.reconcile`` (DB positions, journal acknowledgements, coordinator slots, orders in doubt).
-A ``fail`` stops the worker when ``preflight.fail_fast`` is set.
+they reach, or what the worker will build them from); the ML veto models of a strategy with
+ML-enabled instruments (each symbol's champion resolves and loads, its feature list is among the
+features the worker computes, the scikit-learn it was trained with; no champion: trades without
+veto); and the restart checks of ``workers.reconcile`` (DB positions, journal acknowledgements,
+coordinator slots, orders in doubt). A ``fail`` stops the worker when ``preflight.fail_fast`` is set.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def run_preflight(cfg: PineConfig, setup: StrategySetup, client: redis.Redis | N
     if client is not None:
         _check_streams(report, client, setup)
     _check_history(report, cfg, setup)
+    _check_ml(report, cfg, setup)
     if client is not None and db is not None:
         _check_restart(report, client, cfg, setup, db)
     if db is not None:
@@ -185,6 +188,35 @@ def _check_history(report: PreflightReport, cfg: PineConfig, setup: StrategySetu
     known = [e for e in ends if e is not None]
     through = f", complete through {min(known).isoformat()}" if known else ""
     report.add("history", OK, f"{len(present)} of {len(series)} warmup caches in {cache_dir}{through}")
+
+
+def _check_ml(report: PreflightReport, cfg: PineConfig, setup: StrategySetup) -> None:
+    """One line per ML-enabled symbol: its champion loads and fits the worker's features, or why not."""
+    if not setup.ml_symbols:
+        return  # a worker without ML never imports the ML libraries, nor does its preflight
+    from ml.features import MissingFeedError, feature_set
+    from ml.registry import CHAMPION, model_name, registry_exists
+    from ml.serving import ModelLoadError, load_champion
+
+    if not registry_exists(cfg.runtime_dir):
+        report.add("ml", WARN, f"no model registry in {cfg.runtime_dir / 'mlflow'} (nor MLFLOW_TRACKING_URI): "
+                               f"{' '.join(setup.ml_symbols)} trade without veto (`pine ml train`, `pine ml promote`)")
+        return
+    roots = {spec.root for spec in setup.layout(cfg.instruments).feeds}
+    for symbol in setup.ml_symbols:
+        try:
+            computed = feature_set(symbol, roots).names
+            model = load_champion(setup.name, symbol, cfg.runtime_dir, computed)
+        except (MissingFeedError, ModelLoadError) as exc:
+            report.add("ml", FAIL, f"{symbol}: {exc}")
+            continue
+        if model is None:
+            report.add("ml", WARN, f"{symbol}: no {model_name(setup.name, symbol)}@{CHAMPION}: trades without veto")
+        elif model.sklearn_mismatch:
+            report.add("ml", WARN, f"{symbol}: {model.sklearn_mismatch}")
+        else:
+            report.add("ml", OK, f"{symbol}: {model.name} version {model.version} loads, its {len(model.features)} "
+                                 f"features are the worker's (threshold {model.threshold:.4f})")
 
 
 def _check_restart(report: PreflightReport, client: redis.Redis, cfg: PineConfig, setup: StrategySetup,

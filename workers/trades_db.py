@@ -305,12 +305,16 @@ class TradesDB:
             f"SELECT {', '.join(_DECISION_COLUMNS)} FROM ml_decisions WHERE strategy = ? ORDER BY signal_time, symbol",
             (strategy,),
         ).fetchall()
-        out = []
-        for r in rows:
-            d = _from_row(DecisionRecord, _DECISION_COLUMNS, r)
-            # SQLite hands booleans back as integers.
-            out.append(replace(d, take=None if d.take is None else bool(d.take), shadow=bool(d.shadow)))
-        return out
+        return [_decision_from_row(r) for r in rows]
+
+    def decision(self, strategy: str, symbol: str, signal_time: datetime) -> DecisionRecord | None:
+        """The ML veto decision recorded on ``symbol``'s signal at ``signal_time``, if any (a replayed signal's)."""
+        row = self.conn.execute(
+            f"SELECT {', '.join(_DECISION_COLUMNS)} FROM ml_decisions WHERE strategy = ? AND symbol = ? "
+            "AND signal_time = ?",
+            (strategy, symbol, signal_time.isoformat()),
+        ).fetchone()
+        return None if row is None else _decision_from_row(row)
 
     def open_positions(self, strategy: str) -> dict[str, PositionRecord]:
         """Open positions of ``strategy`` after its latest recorded step, by symbol."""
@@ -322,6 +326,12 @@ class TradesDB:
 
 def _to_row(record: object) -> Iterable[object]:
     return [v.isoformat() if isinstance(v, datetime) else v for v in astuple(record)]  # type: ignore[call-overload]
+
+
+def _decision_from_row(row: Sequence[object]) -> DecisionRecord:
+    d = _from_row(DecisionRecord, _DECISION_COLUMNS, row)
+    # SQLite hands booleans back as integers.
+    return replace(d, take=None if d.take is None else bool(d.take), shadow=bool(d.shadow))
 
 
 _TIME_FIELDS: Final = frozenset({"entry_time", "exit_time", "fill_time", "signal_time"})
