@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
@@ -72,7 +73,8 @@ class Notifier:
         self.component = component
         self.strategy = strategy
         self.client = client
-        self.run_id = f"{os.getpid()}-{int(time.time())}"
+        # Names this run in the started/stopped event ids: two runs in one process and second are two events.
+        self.run_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._urls = configured_channels(cfg)
         for url in self._urls.values():
             register_secret(url)
