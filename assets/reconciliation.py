@@ -22,7 +22,7 @@ import dagster as dg
 from pydantic import Field
 
 from orchestration.resources import PineConfigResource, RedisResource
-from pine.bar_cache import BarCacheError, cache_path, read_bar_list
+from pine.bar_cache import BarCacheError, cache_path, complete_through, read_bar_list
 from pine.bars import Bar
 from pine.config.schema import PineConfig
 from pine.holidays import cme_holiday
@@ -157,9 +157,19 @@ def backtest_trades(cfg: PineConfig, name: str, calendar: SessionCalendar, day: 
     """Strategy ``name`` backtested on its cached bars through the close of ``day`` (the live worker's bars)."""
     close = calendar.session_end(datetime.combine(day, datetime.min.time(), tzinfo=ZoneInfo(calendar.timezone)))
     cache_dir = cfg.runtime_path(cfg.warmup.cache_dir)
+    own = set(cfg.strategies[name].instruments)
     bars: list[Bar] = []
     for root, tf in series_needed(cfg, name):
         path = cache_path(cache_dir, root, tf)
+        if root in own:
+            # A cache that stops before the close would make the backtest miss the day's trades: a
+            # mismatch that is really a stale cache (or, with no cache at all, a check that checks nothing).
+            through = complete_through(path)
+            if through is None or through < close:
+                raise BarCacheError(
+                    f"the {root} {tf} cache {'is missing' if not path.exists() else 'ends before the close'} "
+                    f"({path}{f', complete through {through.isoformat()}' if through else ''}): materialise "
+                    f"warmup_cache for {root}, then this partition again")
         if path.exists():  # an optional reference root without history is missing, as for the live worker
             bars += [b for b in read_bar_list(path) if b.end <= close]
     return backtest(cfg, name, bars, warmup_until=warmup_until).journal.trades

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +20,7 @@ import yaml
 
 from assets.reconciliation import COORDINATOR, ORDERS, PARITY, backtest_trades, daily_reconciliation, day_trades
 from orchestration.resources import PineConfigResource, RedisResource
-from pine.bar_cache import bars_frame, cache_path, write_bars
+from pine.bar_cache import bars_frame, cache_path, read_bar_list, write_bars
 from pine.config import load_config
 from tests.discord_support import FAST_RETRY, discord_server, event_ids
 from tests.worker_support import STRATEGY, synthetic_market, write_config
@@ -139,3 +139,21 @@ def test_without_a_trades_db_the_backtests_trades_are_missing_and_no_db_is_creat
     assert "backtest trade not recorded live" in checks[PARITY].metadata["details"].value
     assert checks[ORDERS].passed and checks[COORDINATOR].passed
     assert not (Path(os.environ["PINE_RUNTIME_DIR"]) / "trades.db").exists()
+
+
+def test_a_cache_that_ends_before_the_close_fails_parity_saying_what_to_run(
+        setup: tuple[Path, date, list[TradeRecord]], redis_url: str) -> None:
+    """Live trades against caches a day short: a stale cache, named, not a list of 'missing' trades."""
+    config, day, trades = setup
+    _record(trades, day)
+    cache_dir = Path(os.environ["PINE_RUNTIME_DIR"]) / "warmup"
+    symbol = trades[0].symbol
+    stale = cache_path(cache_dir, symbol, "daily")
+    bars = read_bar_list(stale)
+    write_bars(stale, bars_frame(bars), complete_through=min(b.end for b in bars if b.end.date() >= day)
+               - timedelta(days=1))
+    result = _materialize(config, day, redis_url)
+    assert not result.success
+    details = _checks(result)[PARITY].metadata["details"].value
+    assert f"the {symbol} daily cache ends before the close" in details
+    assert f"materialise warmup_cache for {symbol}" in details and "not recorded live" not in details

@@ -28,6 +28,7 @@ from orchestration.sensors import (
     send_daily_summary_after_failure,
 )
 from pine import redis_names
+from pine.bar_cache import bars_frame, cache_path, write_bars
 from pine.config import PineConfig
 from pine.notify.notifier import Notifier
 from pine.notify.summary import day_stats, summary_event_id, summary_message
@@ -35,6 +36,7 @@ from pine.redis_server import free_port
 from pine.sessions import SessionCalendar
 from tests.discord_support import discord_server, event_ids, notify_config, wait_until
 from tests.webhook_server import WebhookServer
+from workers.backtest import series_needed
 from workers.order_journal import OrderIntent, OrderJournal, OrderStatus
 from workers.trades_db import TradeRecord, TradesDB
 
@@ -232,6 +234,8 @@ def test_a_reconciled_day_gets_dagsters_summary_saying_the_checks_passed(
     monkeypatch.setenv("REDIS_URL", redis_url)
     _presence_tick(cfg, redis_url)
     day, close = _live_day()  # no trades, no orders, no positions: nothing to disagree
+    for root, tf in series_needed(cfg, "s1"):  # caches through the close (bars of a quiet day: none)
+        write_bars(cache_path(cfg.runtime_path(cfg.warmup.cache_dir), root, tf), bars_frame([]), complete_through=close)
     worker = _worker(cfg, redis_url)
     assert worker.summary is not None and worker.outbox is not None
     try:
