@@ -30,11 +30,12 @@ from pine.notify.messages import emergency_message
 from pine.notify.notifier import Notifier
 from pine.redis_server import RedisUnavailableError
 from pine.sessions import SessionCalendar
+from pine.trade_records import PositionRecord, TradeRecord
 from workers.backtest import series_needed
 from workers.coordinator import PortfolioCoordinator, Slot
 from workers.engine import StrategySetupError, backtest
 from workers.order_journal import OrderJournal, OrderRecord, OrderStatus
-from workers.trades_db import PositionRecord, TradeRecord, TradesDB
+from workers.trades_db import TradesDB
 
 PARITY = "live_trades_match_backtest"
 ORDERS = "orders_acknowledged"

@@ -24,9 +24,9 @@ from hub.history import HistoryError, archive_files, bars_from_archive, parse_wh
 from pine.bar_cache import BarCacheError, cache_path, complete_through, read_bar_list
 from pine.bars import Bar
 from pine.config.schema import PineConfig
+from pine.trade_records import TradeRecord
 from workers.backtest import backtest_window, series_needed
 from workers.engine import BacktestRun, StrategySetupError
-from workers.trades_db import TradeRecord
 
 Series = dict[tuple[str, str], list[Bar]]
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import bisect
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -72,19 +73,31 @@ def write_bars(path: Path, frame: pd.DataFrame, *, complete_through: datetime | 
     return path
 
 
-def read_bars(path: Path) -> pd.DataFrame:
-    """Read one cache file; BarCacheError names the file and what is wrong."""
-    import pandas as pd
-
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn a failed read of the cache file ``path`` into a BarCacheError that says what to do."""
     try:
-        frame = pd.read_parquet(path)
+        yield
     except FileNotFoundError:
         raise BarCacheError(f"{path}: no bar cache (build it with `pine warmup build`)") from None
     except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
         raise BarCacheError(f"{path}: not a readable parquet bar cache ({exc})") from None
-    missing = [c for c in COLUMNS if c not in frame.columns]
+
+
+def _require_columns(path: Path, present: Iterable[str]) -> None:
+    have = set(present)
+    missing = [c for c in COLUMNS if c not in have]
     if missing:
         raise BarCacheError(f"{path}: missing column(s) {', '.join(missing)}")
+
+
+def read_bars(path: Path) -> pd.DataFrame:
+    """Read one cache file; BarCacheError names the file and what is wrong."""
+    import pandas as pd
+
+    with _reading(path):
+        frame = pd.read_parquet(path)
+    _require_columns(path, frame.columns)
     return frame
 
 
@@ -92,12 +105,8 @@ def complete_through(path: Path) -> datetime | None:
     """The instant the cache is complete through (None when the file does not say)."""
     import pyarrow.parquet as pq
 
-    try:
+    with _reading(path):
         meta = pq.read_schema(path).metadata or {}
-    except FileNotFoundError:
-        raise BarCacheError(f"{path}: no bar cache (build it with `pine warmup build`)") from None
-    except Exception as exc:
-        raise BarCacheError(f"{path}: not a readable parquet bar cache ({exc})") from None
     raw = meta.get(COMPLETE_THROUGH_KEY)
     return datetime.fromisoformat(raw.decode()).astimezone(UTC) if raw else None
 
@@ -112,15 +121,9 @@ def read_bar_list(path: Path, *, ends_after: datetime | None = None) -> list[Bar
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
+    with _reading(path):
         table = pq.ParquetFile(path).read()
-    except FileNotFoundError:
-        raise BarCacheError(f"{path}: no bar cache (build it with `pine warmup build`)") from None
-    except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
-        raise BarCacheError(f"{path}: not a readable parquet bar cache ({exc})") from None
-    missing = [c for c in COLUMNS if c not in table.column_names]
-    if missing:
-        raise BarCacheError(f"{path}: missing column(s) {', '.join(missing)}")
+    _require_columns(path, table.column_names)
     times = {}
     for col in ("timestamp", "end"):
         kind = table.schema.field(col).type

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
@@ -12,7 +13,9 @@ import yaml
 from hub.synthetic import trading_days
 from pine.bar_cache import bars_frame, cache_path, write_bars
 from pine.bars import Bar
+from pine.config import PineConfig, load_config
 from tests.bar_factory import CALENDAR, SymbolSpec, aggregate, minute_bars
+from tests.conftest import REPO
 
 STRATEGY = "ibs_ml"
 TRADED = (
@@ -121,20 +124,42 @@ def write_caches(warmup_dir: Path, bars: Iterable[Bar]) -> Path:
     return warmup_dir
 
 
-def write_ml_config(path: Path, *, ml: dict[str, Any] | None = None) -> Path:
-    """A config with one ML-enabled IBS strategy ``ibs_ml`` trading CL and GC."""
-    doc = {
-        "strategies": {
-            STRATEGY: {
-                "strategy_type": "ibs",
-                "starting_cash": 150000,
-                "slippage_ticks": 1,
-                "params": IBS_PARAMS,
-                "instruments": {"CL": {"size": 1, "ml_enabled": True}, "GC": {"size": 1, "ml_enabled": True}},
-            }
-        },
-        "instruments": INSTRUMENTS,
-        "ml": {**ML_SETTINGS, **(ml or {})},
+def write_ml_config(path: Path, *, ml: dict[str, Any] | None = None, live: bool = False,
+                    notifications: dict[str, Any] | None = None, **strategy: Any) -> Path:
+    """A config with one ML-enabled IBS strategy ``ibs_ml`` trading CL and GC; ``strategy`` adds to its section.
+
+    ``live``: for a worker fed by the hub: heartbeats every second, portfolio limits that never bind and the
+    reference roots the features read among the instruments (the hub publishes configured instruments only).
+    """
+    instruments = dict(INSTRUMENTS)
+    doc: dict[str, Any] = {}
+    if live:
+        doc["heartbeat"] = {"interval": 1, "write_interval": 0.2, "ttl": 30}
+        doc["portfolio"] = {"starting_cash": 250000, "max_positions": 50, "daily_stop_loss": 10_000_000}
+        example = yaml.safe_load((REPO / "data" / "config.multi_alpha.example.yml").read_text())["instruments"]
+        instruments |= {spec.symbol: example[spec.symbol] for spec in REFERENCES}
+    doc["strategies"] = {
+        STRATEGY: {
+            "strategy_type": "ibs",
+            "starting_cash": 150000,
+            "slippage_ticks": 1,
+            "params": IBS_PARAMS,
+            "instruments": {"CL": {"size": 1, "ml_enabled": True}, "GC": {"size": 1, "ml_enabled": True}},
+            **strategy,
+        }
     }
+    doc["instruments"] = instruments
+    doc["ml"] = {**ML_SETTINGS, **(ml or {})}
+    if notifications is not None:
+        doc["notifications"] = notifications
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def live_ml_config(tmp_path: Path, caches: Path, *, notifications: dict[str, Any] | None = None,
+                   **strategy: Any) -> PineConfig:
+    """The ``live`` ML config (see :func:`write_ml_config`) in ``tmp_path``, with the bar ``caches`` as the
+    warmup history of its runtime dir."""
+    cfg = load_config(write_ml_config(tmp_path / "config.yml", live=True, notifications=notifications, **strategy))
+    shutil.copytree(caches, cfg.runtime_path(cfg.warmup.cache_dir))
+    return cfg

@@ -13,9 +13,10 @@ import requests
 
 from pine.config import load_config
 from pine.heartbeat import Heartbeat
+from pine.trade_records import TradeRecord
 from tests.dashboard_support import served
 from tests.scenario import write_config
-from workers.trades_db import TradeRecord, TradesDB
+from workers.trades_db import TradesDB
 
 
 def _trade(strategy: str, symbol: str, exit_time: datetime, net: float) -> TradeRecord:

@@ -15,9 +15,9 @@ import pytest
 from pine.notify.discord import SUPPRESS_NOTIFICATIONS
 from pine.notify.messages import emergency_message
 from pine.notify.notifier import Notifier, outbox_path
+from pine.trade_records import FillRecord, TradeRecord
 from tests.discord_support import MESSAGE, discord_server, event_ids, notify_config, rate_limited, wait_until
 from tests.webhook_server import Received, Reply
-from workers.trades_db import FillRecord, TradeRecord
 
 ENTRY = FillRecord(client_order_id="s1-CL-20240205T230000Z-buy", strategy="s1", symbol="CL", contract="CLH4",
                    role="entry", side="buy", quantity=2, requested_price=78.12, fill_price=78.15, commission=9.0,

@@ -7,13 +7,11 @@ Market, caches and model as in ``tests.test_worker_ml`` (real parquet caches, re
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from ml.history import BarHistory
 from ml.registry import Registry
@@ -23,9 +21,8 @@ from pine.config import PineConfig, load_config
 from pine.notify.notifier import Notifier
 from pine.redis_server import connect
 from tests.bar_factory import publish
-from tests.conftest import REPO
 from tests.discord_support import FAST_RETRY, discord_server, wait_until
-from tests.ml_support import REFERENCES, STRATEGY, ml_market, write_caches, write_ml_config
+from tests.ml_support import STRATEGY, live_ml_config, ml_market, write_caches, write_ml_config
 from workers.engine import resolve_strategy
 from workers.main import Worker
 from workers.order_journal import client_order_id
@@ -48,19 +45,8 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Bar], 
 
 def _config(tmp_path: Path, caches: Path, url: str) -> PineConfig:
     """``tests.ml_support``'s ML strategy (CL and GC ML-enabled), its history and ``url`` as its Discord channel."""
-    path = write_ml_config(tmp_path / "config.yml")
-    doc = yaml.safe_load(path.read_text())
-    doc["heartbeat"] = {"interval": 1, "write_interval": 0.2, "ttl": 30}
-    doc["portfolio"] = {"starting_cash": 250000, "max_positions": 50, "daily_stop_loss": 10_000_000}
-    example = yaml.safe_load((REPO / "data" / "config.multi_alpha.example.yml").read_text())["instruments"]
-    for spec in REFERENCES:
-        doc["instruments"][spec.symbol] = example[spec.symbol]
-    doc["strategies"][STRATEGY]["warmup"] = {"daily_bars": 40, "hourly_days": 5}
-    doc["notifications"] = {**FAST_RETRY, "discord_webhook_url": url}
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    cfg = load_config(path)
-    shutil.copytree(caches, cfg.runtime_path(cfg.warmup.cache_dir))
-    return cfg
+    return live_ml_config(tmp_path, caches, notifications={**FAST_RETRY, "discord_webhook_url": url},
+                          warmup={"daily_bars": 40, "hourly_days": 5})
 
 
 def _fields(embed: dict[str, Any]) -> dict[str, str]:

@@ -15,9 +15,10 @@ from pine.bus import BarPublisher
 from pine.config import load_config
 from pine.notify.notifier import Notifier
 from pine.notify.summary import day_stats, summary_message
+from pine.trade_records import TradeRecord
 from tests.discord_support import FAST_RETRY, discord_server, event_ids, notify_config, wait_until
 from tests.scenario import DAYS, Feed, WorkerProc, market, query, write_config
-from workers.trades_db import TradeRecord, TradesDB
+from workers.trades_db import TradesDB
 
 DAY = date(2024, 2, 5)  # Monday; the session closes 23:00 UTC
 

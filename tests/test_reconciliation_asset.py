@@ -22,11 +22,12 @@ from assets.reconciliation import COORDINATOR, ORDERS, PARITY, backtest_trades, 
 from orchestration.resources import PineConfigResource, RedisResource
 from pine.bar_cache import bars_frame, cache_path, read_bar_list, write_bars
 from pine.config import load_config
+from pine.trade_records import TradeRecord
 from tests.discord_support import FAST_RETRY, discord_server, event_ids
 from tests.worker_support import STRATEGY, synthetic_market, write_config
 from workers.coordinator import PortfolioCoordinator
 from workers.order_journal import OrderIntent, OrderJournal, OrderStatus
-from workers.trades_db import TradeRecord, TradesDB
+from workers.trades_db import TradesDB
 
 
 @pytest.fixture

@@ -34,11 +34,12 @@ from pine.notify.notifier import Notifier
 from pine.notify.summary import day_stats, summary_event_id, summary_message
 from pine.redis_server import free_port
 from pine.sessions import SessionCalendar
+from pine.trade_records import TradeRecord
 from tests.discord_support import discord_server, event_ids, notify_config, wait_until
 from tests.webhook_server import WebhookServer
 from workers.backtest import series_needed
 from workers.order_journal import OrderIntent, OrderJournal, OrderStatus
-from workers.trades_db import TradeRecord, TradesDB
+from workers.trades_db import TradesDB
 
 CHICAGO = ZoneInfo("America/Chicago")
 WAIT_MIN = 7 * 24 * 60  # a week: the latest close is always inside Dagster's turn, whenever the test runs

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from pine.trade_records import FillRecord, PositionRecord, TradeRecord
 from tests.conftest import REPO
 from workers.db_schema import SCHEMA_VERSION, SchemaError
 from workers.order_journal import OrderIntent, OrderJournal, OrderStatus, client_order_id
-from workers.trades_db import FillRecord, LedgerEntry, PositionRecord, TradeRecord, TradesDB, open_reader
+from workers.trades_db import LedgerEntry, TradesDB, open_reader
 
 V1_SQL = Path(__file__).parent / "data" / "trades_db_v1.sql"
 T0 = datetime(2024, 3, 4, 23, 6, tzinfo=UTC)

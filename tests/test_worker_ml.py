@@ -9,7 +9,6 @@ or every score reaches (take all).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from pine.config import PineConfig, load_config
 from pine.redis_server import connect
 from tests.bar_factory import publish
 from tests.conftest import REPO
-from tests.ml_support import REFERENCES, STRATEGY, ml_market, write_caches, write_ml_config
+from tests.ml_support import STRATEGY, live_ml_config, ml_market, write_caches, write_ml_config
 from tests.worker_support import write_config
 from workers.engine import resolve_strategy
 from workers.feeds import feed_name
@@ -63,22 +62,8 @@ def trained(market: tuple[Path, list[Bar]], tmp_path_factory: pytest.TempPathFac
 
 
 def _config(tmp_path: Path, caches: Path, *, shadow: bool = False, daily_bars: int = 40) -> PineConfig:
-    """The ML config with heartbeats every second, limits that never bind and the history in its runtime dir."""
-    path = write_ml_config(tmp_path / "config.yml")
-    doc = yaml.safe_load(path.read_text())
-    doc["heartbeat"] = {"interval": 1, "write_interval": 0.2, "ttl": 30}
-    doc["portfolio"] = {"starting_cash": 250000, "max_positions": 50, "daily_stop_loss": 10_000_000}
-    # The hub publishes configured instruments only: the reference roots the features read must be among them.
-    example = yaml.safe_load((REPO / "data" / "config.multi_alpha.example.yml").read_text())["instruments"]
-    for spec in REFERENCES:
-        doc["instruments"][spec.symbol] = example[spec.symbol]
-    scfg = doc["strategies"][STRATEGY]
-    scfg["warmup"] = {"daily_bars": daily_bars, "hourly_days": 5}
-    scfg["ml_shadow"] = shadow
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    cfg = load_config(path)
-    shutil.copytree(caches, cfg.runtime_path(cfg.warmup.cache_dir))
-    return cfg
+    """The live ML config (heartbeats every second, limits that never bind) with the history in its runtime dir."""
+    return live_ml_config(tmp_path, caches, warmup={"daily_bars": daily_bars, "hourly_days": 5}, ml_shadow=shadow)
 
 
 def _champion(cfg: PineConfig, trained: TrainResult, threshold: float) -> str:

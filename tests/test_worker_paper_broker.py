@@ -9,12 +9,12 @@ import pytest
 
 from pine.bars import Bar
 from pine.config import load_config
+from pine.trade_records import TradeRecord
 from tests.bar_factory import aggregate
 from tests.worker_support import STRATEGY, write_config
 from workers.engine import StrategySetupError, resolve_strategy, run_backtest
 from workers.strategies import BaseStrategy, UnknownStrategyTypeError, register, strategy_class
 from workers.strategies.ibs import ibs
-from workers.trades_db import TradeRecord
 
 INSTRUMENT_IDS = {"6A": 1, "CL": 2, "GC": 3}
 

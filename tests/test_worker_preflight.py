@@ -9,9 +9,10 @@ from pathlib import Path
 import redis
 
 from pine.bus import BarPublisher
+from pine.trade_records import PositionRecord
 from tests.scenario import DAYS, Feed, market, pine, write_config
 from workers.coordinator import PortfolioCoordinator
-from workers.trades_db import LedgerEntry, PositionRecord, TradesDB
+from workers.trades_db import LedgerEntry, TradesDB
 
 T0 = datetime(2024, 2, 5, 23, 6, tzinfo=UTC)
 

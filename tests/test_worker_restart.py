@@ -13,10 +13,11 @@ from pathlib import Path
 import redis
 
 from pine.bus import BarPublisher
+from pine.trade_records import TradeRecord
 from tests.bar_factory import boundaries
 from tests.worker_support import STRATEGY, bar_log, start_worker, synthetic_market, write_config
 from workers.feeds import feed_name
-from workers.trades_db import TradeRecord, TradesDB
+from workers.trades_db import TradesDB
 
 
 def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str, timeout: float = 120) -> None:

@@ -30,6 +30,7 @@ import redis
 from pine.killswitch import Killswitch, KillswitchState, allows
 from pine.notify.notifier import Notifier
 from pine.sessions import SessionCalendar
+from pine.trade_records import FillRecord, PositionRecord, TradeRecord
 from workers.coordinator import PortfolioCoordinator
 from workers.crash_points import crash_point
 from workers.db_schema import bar_end_trading_day
@@ -37,7 +38,7 @@ from workers.delivery import OrderSender
 from workers.order_journal import ACCEPTED, OrderIntent, OrderJournal, OrderStatus
 from workers.reconcile import ReconcileError, compare_positions
 from workers.traderspost import broker_ticker, build_payload
-from workers.trades_db import FillRecord, PositionRecord, TradeRecord, TradesDB
+from workers.trades_db import TradesDB
 
 log = logging.getLogger(__name__)
 

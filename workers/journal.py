@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from pine.trade_records import FillRecord, PositionRecord, TradeRecord
 from workers.bar_stream import StreamId
 from workers.feeds import BarMeta
-from workers.trades_db import DecisionRecord, FillRecord, LedgerEntry, PositionRecord, TradeRecord, TradesDB
+from workers.trades_db import DecisionRecord, LedgerEntry, TradesDB
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pine.trade_records import PositionRecord
 from workers.coordinator import Slot
 from workers.order_journal import ACCEPTED, OrderJournal, OrderRecord, OrderStatus
-from workers.trades_db import PositionRecord
 
 
 class ReconcileError(RuntimeError):

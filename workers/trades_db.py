@@ -14,6 +14,8 @@ Tables (schema and migrations in ``workers.db_schema``):
   or not ready), keyed by strategy, symbol and signal time.
 - ``daily_pnl``: a view of realised P&L per strategy and CME trading day.
 
+Trades, fills and positions are the records of ``pine.trade_records``; a row holds a record's fields in order.
+
 Bars, trades, fills, ML decisions and positions of one Backtrader step are written in one transaction: after a
 crash they are all there or none is. WAL mode: readers never block the writer (one connection, so
 one writer, per process); several worker processes share the file under a busy timeout.
@@ -24,57 +26,18 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import astuple, dataclass, field, fields, replace
+from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, TypeVar
 
 from pine.sessions import SessionCalendar
+from pine.trade_records import FillRecord, PositionRecord, TradeRecord
 from workers.bar_stream import StreamId
 from workers.db_schema import bar_end_trading_day, migrate, schema_version
 
 BUSY_TIMEOUT_S: Final = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class TradeRecord:
-    """One closed trade. Times are UTC-aware; ``pnl`` is gross, in the contract currency.
-
-    Equality is the trade's economics (what live/backtest parity is about); the annotations
-    after ``bars_held`` (order ids, requested prices, tags, price extremes, ML) are not compared.
-    """
-
-    strategy: str
-    symbol: str
-    contract: str
-    direction: str
-    size: int
-    entry_time: datetime
-    entry_price: float
-    exit_time: datetime
-    exit_price: float
-    pnl: float
-    commission: float
-    net_pnl: float
-    exit_reason: str
-    bars_held: int
-    entry_order_id: str | None = field(default=None, compare=False)
-    exit_order_id: str | None = field(default=None, compare=False)
-    entry_requested_price: float | None = field(default=None, compare=False)
-    exit_requested_price: float | None = field(default=None, compare=False)
-    entry_tag: str | None = field(default=None, compare=False)
-    best_price: float | None = field(default=None, compare=False)
-    worst_price: float | None = field(default=None, compare=False)
-    ml_score: float | None = field(default=None, compare=False)
-    ml_model_version: str | None = field(default=None, compare=False)
-
-    @property
-    def trade_id(self) -> str:
-        """``strategy:symbol:entry time``: the same trade recorded twice is one row."""
-        return f"{self.strategy}:{self.symbol}:{self.entry_time.isoformat()}"
-
-
-_TRADE_COLUMNS: Final = tuple(f.name for f in fields(TradeRecord))
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,51 +47,6 @@ class LedgerEntry:
     feed: str
     stream_id: StreamId
     bar_end: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class FillRecord:
-    """An executed order. ``source`` is ``paper`` (the paper broker is the execution) or ``model``
-    (a webhook broker reports no fills: the fill is the paper model of the order that was sent)."""
-
-    client_order_id: str
-    strategy: str
-    symbol: str
-    contract: str
-    role: str
-    side: str
-    quantity: int
-    requested_price: float | None
-    fill_price: float
-    commission: float
-    fill_time: datetime
-    source: str
-
-
-_FILL_COLUMNS: Final = tuple(f.name for f in fields(FillRecord))
-
-
-@dataclass(frozen=True, slots=True)
-class PositionRecord:
-    """An open position as the strategy holds it: enough to restore it after a restart."""
-
-    strategy: str
-    symbol: str
-    contract: str
-    direction: str
-    size: int
-    entry_time: datetime
-    entry_price: float
-    entry_order_id: str | None
-    entry_requested_price: float | None
-    entry_tag: str | None
-    stop_price: float | None
-    bars_held: int
-    best_price: float
-    worst_price: float
-
-
-_POSITION_COLUMNS: Final = tuple(f.name for f in fields(PositionRecord))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +68,22 @@ class DecisionRecord:
     features: str
 
 
-_DECISION_COLUMNS: Final = tuple(f.name for f in fields(DecisionRecord))
+def _columns(cls: type) -> tuple[str, ...]:
+    """A record's fields, in order: the names of its table's columns."""
+    return tuple(f.name for f in fields(cls))
+
+
+def _insert_sql(table: str, columns: Sequence[str], *, verb: str = "INSERT OR IGNORE") -> str:
+    """``verb INTO table (columns) VALUES (?, …)``."""
+    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+# A record's own fields, plus what the DB adds: the trade's id and trading day, when the row was written.
+_INSERT_TRADE: Final = _insert_sql("trades", ("trade_id", *_columns(TradeRecord), "trading_day", "recorded_at"))
+_INSERT_FILL: Final = _insert_sql("fills", (*_columns(FillRecord), "recorded_at"))
+_INSERT_DECISION: Final = _insert_sql("ml_decisions", (*_columns(DecisionRecord), "recorded_at"))
+# Positions are replaced as a whole (deleted first): a duplicate is an error, not a no-op.
+_INSERT_POSITION: Final = _insert_sql("positions", (*_columns(PositionRecord), "updated_at"), verb="INSERT")
 
 
 def _now() -> str:
@@ -245,22 +178,10 @@ class TradesDB:
                 [(strategy, b.feed, b.stream_id[0], b.stream_id[1], b.bar_end.isoformat(), now) for b in bars],
             )
             for t in trades:
-                cur = self.conn.execute(
-                    f"INSERT OR IGNORE INTO trades (trade_id, {', '.join(_TRADE_COLUMNS)}, trading_day, recorded_at) "
-                    f"VALUES ({', '.join('?' * (len(_TRADE_COLUMNS) + 3))})",
-                    (t.trade_id, *_to_row(t), bar_end_trading_day(self.calendar, t.exit_time), now),
-                )
-                inserted += cur.rowcount
-            self.conn.executemany(
-                f"INSERT OR IGNORE INTO fills ({', '.join(_FILL_COLUMNS)}, recorded_at) "
-                f"VALUES ({', '.join('?' * (len(_FILL_COLUMNS) + 1))})",
-                [(*_to_row(f), now) for f in fills],
-            )
-            self.conn.executemany(
-                f"INSERT OR IGNORE INTO ml_decisions ({', '.join(_DECISION_COLUMNS)}, recorded_at) "
-                f"VALUES ({', '.join('?' * (len(_DECISION_COLUMNS) + 1))})",
-                [(*_to_row(d), now) for d in decisions],
-            )
+                trading_day = bar_end_trading_day(self.calendar, t.exit_time)
+                inserted += self.conn.execute(_INSERT_TRADE, (t.trade_id, *_to_row(t), trading_day, now)).rowcount
+            self.conn.executemany(_INSERT_FILL, [(*_to_row(f), now) for f in fills])
+            self.conn.executemany(_INSERT_DECISION, [(*_to_row(d), now) for d in decisions])
             if positions is not None:
                 self._replace_positions(strategy, positions, now)
             self.conn.execute("COMMIT")
@@ -271,21 +192,18 @@ class TradesDB:
 
     def _replace_positions(self, strategy: str, positions: Mapping[str, PositionRecord], now: str) -> None:
         self.conn.execute("DELETE FROM positions WHERE strategy = ?", (strategy,))
-        self.conn.executemany(
-            f"INSERT INTO positions ({', '.join(_POSITION_COLUMNS)}, updated_at) "
-            f"VALUES ({', '.join('?' * (len(_POSITION_COLUMNS) + 1))})",
-            [(*_to_row(p), now) for p in positions.values()],
-        )
+        self.conn.executemany(_INSERT_POSITION, [(*_to_row(p), now) for p in positions.values()])
+
+    def _select(self, cls: type[_R], table: str, rest: str, args: Sequence[object]) -> list[_R]:
+        """``cls`` records read from ``table``; ``rest`` is the query after ``FROM table`` (filter, order)."""
+        columns = _columns(cls)
+        rows = self.conn.execute(f"SELECT {', '.join(columns)} FROM {table} {rest}", args).fetchall()
+        return [_from_row(cls, columns, r) for r in rows]
 
     def trades(self, strategy: str | None = None) -> list[TradeRecord]:
         """Closed trades in exit order (all strategies unless one is named)."""
-        sql = f"SELECT {', '.join(_TRADE_COLUMNS)} FROM trades"
-        args: tuple[str, ...] = ()
-        if strategy is not None:
-            sql += " WHERE strategy = ?"
-            args = (strategy,)
-        rows = self.conn.execute(sql + " ORDER BY exit_time, symbol, entry_time", args).fetchall()
-        return [_from_row(TradeRecord, _TRADE_COLUMNS, r) for r in rows]
+        where, args = ("", ()) if strategy is None else ("WHERE strategy = ?", (strategy,))
+        return self._select(TradeRecord, "trades", f"{where} ORDER BY exit_time, symbol, entry_time", args)
 
     def trade_count(self, strategy: str) -> int:
         """Closed trades recorded for ``strategy``."""
@@ -293,53 +211,38 @@ class TradesDB:
 
     def fills(self, strategy: str) -> list[FillRecord]:
         """Fills of ``strategy`` in time order."""
-        rows = self.conn.execute(
-            f"SELECT {', '.join(_FILL_COLUMNS)} FROM fills WHERE strategy = ? ORDER BY fill_time, client_order_id",
-            (strategy,),
-        ).fetchall()
-        return [_from_row(FillRecord, _FILL_COLUMNS, r) for r in rows]
+        return self._select(FillRecord, "fills", "WHERE strategy = ? ORDER BY fill_time, client_order_id", (strategy,))
 
     def decisions(self, strategy: str) -> list[DecisionRecord]:
         """ML veto decisions of ``strategy`` in signal order."""
-        rows = self.conn.execute(
-            f"SELECT {', '.join(_DECISION_COLUMNS)} FROM ml_decisions WHERE strategy = ? ORDER BY signal_time, symbol",
-            (strategy,),
-        ).fetchall()
-        return [_decision_from_row(r) for r in rows]
+        return self._select(DecisionRecord, "ml_decisions", "WHERE strategy = ? ORDER BY signal_time, symbol",
+                            (strategy,))
 
     def decision(self, strategy: str, symbol: str, signal_time: datetime) -> DecisionRecord | None:
         """The ML veto decision recorded on ``symbol``'s signal at ``signal_time``, if any (a replayed signal's)."""
-        row = self.conn.execute(
-            f"SELECT {', '.join(_DECISION_COLUMNS)} FROM ml_decisions WHERE strategy = ? AND symbol = ? "
-            "AND signal_time = ?",
-            (strategy, symbol, signal_time.isoformat()),
-        ).fetchone()
-        return None if row is None else _decision_from_row(row)
+        found = self._select(DecisionRecord, "ml_decisions", "WHERE strategy = ? AND symbol = ? AND signal_time = ?",
+                             (strategy, symbol, signal_time.isoformat()))
+        return found[0] if found else None  # the table's key: one at most
 
     def open_positions(self, strategy: str) -> dict[str, PositionRecord]:
         """Open positions of ``strategy`` after its latest recorded step, by symbol."""
-        rows = self.conn.execute(
-            f"SELECT {', '.join(_POSITION_COLUMNS)} FROM positions WHERE strategy = ? ORDER BY symbol", (strategy,)
-        ).fetchall()
-        return {p.symbol: p for p in (_from_row(PositionRecord, _POSITION_COLUMNS, r) for r in rows)}
+        positions = self._select(PositionRecord, "positions", "WHERE strategy = ? ORDER BY symbol", (strategy,))
+        return {p.symbol: p for p in positions}
 
 
 def _to_row(record: object) -> Iterable[object]:
     return [v.isoformat() if isinstance(v, datetime) else v for v in astuple(record)]  # type: ignore[call-overload]
 
 
-def _decision_from_row(row: Sequence[object]) -> DecisionRecord:
-    d = _from_row(DecisionRecord, _DECISION_COLUMNS, row)
-    # SQLite hands booleans back as integers.
-    return replace(d, take=None if d.take is None else bool(d.take), shadow=bool(d.shadow))
-
-
+# SQLite stores times as ISO text and booleans as integers.
 _TIME_FIELDS: Final = frozenset({"entry_time", "exit_time", "fill_time", "signal_time"})
-_R = TypeVar("_R")
+_BOOL_FIELDS: Final = frozenset({"take", "shadow"})
 
 
 def _from_row(cls: type[_R], columns: Sequence[str], row: Sequence[object]) -> _R:
     d = dict(zip(columns, row, strict=True))
     for name in _TIME_FIELDS & d.keys():
         d[name] = datetime.fromisoformat(str(d[name]))
+    for name in _BOOL_FIELDS & d.keys():
+        d[name] = None if d[name] is None else bool(d[name])
     return cls(**d)

@@ -1,7 +1,6 @@
 """The notifications themselves: entry, exit, process started/stopped, emergencies and status.
 
-Builders take plain values or any object with the trade's attributes (``workers.trades_db``'s
-records fit :class:`ClosedTrade` and :class:`EntryFill` as they are): ``pine`` never imports the workers.
+Builders take plain values, or the trade records of ``pine.trade_records`` (what the workers record).
 Event ids are deterministic where the event is (a trade, an order, a stream entry), so that the
 same event enqueued by two processes or twice after a restart is one message.
 """
@@ -10,46 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from pine.notify.events import BLUE, GREY, ORANGE, RED, EmbedField, Kind, Message, pnl_color
-
-
-class ClosedTrade(Protocol):
-    """What an exit message needs of a closed trade (``workers.trades_db.TradeRecord`` has it)."""
-
-    strategy: str
-    symbol: str
-    contract: str
-    direction: str
-    size: int
-    entry_time: datetime
-    entry_price: float
-    exit_time: datetime
-    exit_price: float
-    pnl: float
-    commission: float
-    net_pnl: float
-    exit_reason: str
-    bars_held: int
-    ml_score: float | None
-
-    @property
-    def trade_id(self) -> str: ...
-
-
-class EntryFill(Protocol):
-    """What an entry message needs of the entry's fill (``workers.trades_db.FillRecord`` has it)."""
-
-    client_order_id: str
-    strategy: str
-    symbol: str
-    contract: str
-    side: str
-    quantity: int
-    requested_price: float | None
-    fill_price: float
-    fill_time: datetime
+from pine.trade_records import FillRecord, TradeRecord
 
 
 def money(x: float) -> str:
@@ -91,7 +53,7 @@ def ml_verdict(score: float | None, *, ml_enabled: bool, shadow: bool = False) -
     return "no model: no veto" if ml_enabled else None
 
 
-def entry_message(fill: EntryFill, *, ml_score: float | None = None, ml_enabled: bool = False,
+def entry_message(fill: FillRecord, *, ml_score: float | None = None, ml_enabled: bool = False,
                   ml_shadow: bool = False) -> Message:
     """A position opened (the entry order filled); ``ml_enabled``/``ml_shadow``: the symbol's ML veto settings."""
     direction = "LONG" if fill.side == "buy" else "SHORT"
@@ -111,7 +73,7 @@ def entry_message(fill: EntryFill, *, ml_score: float | None = None, ml_enabled:
     )
 
 
-def exit_message(trade: ClosedTrade, tick_size: float | None) -> Message:
+def exit_message(trade: TradeRecord, tick_size: float | None) -> Message:
     """A position closed: P&L in currency and ticks, duration, exit price and reason."""
     sign = 1 if trade.direction == "long" else -1
     ticks = (trade.exit_price - trade.entry_price) * sign / tick_size if tick_size else None

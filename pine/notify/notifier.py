@@ -29,8 +29,6 @@ from pine.config.schema import PineConfig
 from pine.logs import register_secret
 from pine.notify.events import Message, channel_id, level_for
 from pine.notify.messages import (
-    ClosedTrade,
-    EntryFill,
     entry_message,
     exit_message,
     failure_message,
@@ -40,6 +38,7 @@ from pine.notify.outbox import OUTBOX_FILE, Outbox
 from pine.notify.sender import Sender
 from pine.notify.summary import SummaryClock, day_stats, summary_event_id, summary_message
 from pine.notify.watch import Watcher
+from pine.trade_records import FillRecord, TradeRecord
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +160,7 @@ class Notifier:
                                   strategy=self.strategy)
         self.publish(msg)
 
-    def entry(self, fill: EntryFill, *, ml_score: float | None = None) -> None:
+    def entry(self, fill: FillRecord, *, ml_score: float | None = None) -> None:
         """A position opened; ``ml_score``: the ML veto's score on its signal (None: no model decided)."""
         if not self.enabled:
             return
@@ -170,7 +169,7 @@ class Notifier:
         self.publish(entry_message(fill, ml_score=ml_score, ml_enabled=instrument is not None and instrument.ml_enabled,
                                    ml_shadow=scfg is not None and scfg.ml_shadow))
 
-    def exit(self, trade: ClosedTrade) -> None:
+    def exit(self, trade: TradeRecord) -> None:
         """A position closed."""
         if self.enabled:
             spec = self.cfg.instruments.get(trade.symbol)

@@ -42,12 +42,13 @@ import backtrader as bt
 from pine.config.schema import ReferenceFeedsConfig, StrategyConfig
 from pine.killswitch import KillswitchState
 from pine.logs import log_symbol
+from pine.trade_records import FillRecord, PositionRecord, TradeRecord
 from workers.execution import Execution, OrderRequest, Role
 from workers.feeds import BarMeta, feed_name
 from workers.journal import Step, StepJournal
 from workers.order_journal import client_order_id
 from workers.paper_broker import PaperBroker
-from workers.trades_db import DecisionRecord, FillRecord, PositionRecord, TradeRecord
+from workers.trades_db import DecisionRecord
 
 if TYPE_CHECKING:
     from workers.ml_veto import MlVeto
