@@ -3,7 +3,10 @@
 Three checks, each failing loudly (ERROR severity, and a Discord alert through the notifier):
 
 1. **parity** — the trades the live workers recorded for the day equal a backtest of the warmup
-   caches' bars through the same strategy classes (``workers.engine.backtest``);
+   caches' bars through the same strategy classes (``workers.engine.backtest``), given the live
+   run's external decisions: the entries it signalled but did not place (refused by the killswitch
+   or the portfolio coordinator, or failed at the broker) and its recorded ML veto decisions are
+   replayed into the backtest, which has neither risk limits nor models;
 2. **orders acknowledged** — every journaled order of the day was acknowledged by the broker,
    and every trade of the day names journaled, acknowledged orders;
 3. **coordinator matches positions** — the coordinator's slots in Redis and the open positions
@@ -14,7 +17,7 @@ Three checks, each failing loudly (ERROR severity, and a Discord alert through t
 # as live types when the decorator runs.
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -31,11 +34,12 @@ from pine.notify.notifier import Notifier
 from pine.redis_server import RedisUnavailableError
 from pine.sessions import SessionCalendar
 from pine.trade_records import PositionRecord, TradeRecord
-from workers.backtest import series_needed
+from workers.backtest import backtest_window, series_needed
 from workers.coordinator import PortfolioCoordinator, Slot
 from workers.engine import StrategySetupError, backtest
+from workers.ml_veto import TAKEN, DecisionAudit, RecordedDecisions
 from workers.order_journal import OrderJournal, OrderRecord, OrderStatus
-from workers.trades_db import TradesDB
+from workers.trades_db import DecisionRecord, TradesDB
 
 PARITY = "live_trades_match_backtest"
 ORDERS = "orders_acknowledged"
@@ -58,7 +62,8 @@ class ReconciliationConfig(dg.Config):
     trading_from: str | None = Field(
         default=None,
         description="ISO instant the live workers started trading (bars up to it are warmup); "
-                    "default: none, every cached bar is traded",
+                    "default: just before the first bar each worker took from the live streams (its trades "
+                    "DB bar_log); with none, every cached bar is traded",
     )
 
 
@@ -91,31 +96,52 @@ def daily_reconciliation(
                          allow_retries=False) from None
     live: dict[str, list[TradeRecord]] = {name: [] for name in cfg.enabled_strategies()}
     orders: list[OrderRecord] = []
+    exit_orders: dict[str, OrderRecord | None] = {}
     positions: dict[str, dict[str, PositionRecord]] = {}
+    refused: dict[str, set[str]] = {name: set() for name in live}
+    trading_from: dict[str, datetime | None] = dict.fromkeys(live, warmup_until)
+    decisions: dict[str, list[DecisionRecord]] = {name: [] for name in live}
     # No trades DB means no worker has run: nothing recorded (and Dagster does not create the DB).
     if cfg.trades_db_path.exists():
         db = TradesDB(cfg.trades_db_path, calendar=calendar)
         try:
             live = {name: day_trades(db.trades(name), day, calendar) for name in live}
             orders = day_orders(db, day)
+            journal = OrderJournal(db)
+            exit_orders = {t.exit_order_id: journal.get(t.exit_order_id)
+                           for trades in live.values() for t in trades if t.exit_order_id is not None}
             positions = {name: db.open_positions(name) for name in live}
+            # Every day's, not only this one's: the backtest trades from the start of the caches.
+            refused = {name: unplaced_entries(db, name, day) for name in live}
+            if warmup_until is None:
+                trading_from = {name: first_live_bar(db, name) for name in live}
+            decisions = {name: [d for d in db.decisions(name) if _through(d.signal_time, day, calendar)]
+                         for name in live}
         finally:
             db.close()
     parity: list[str] = []
-    replayed = 0
+    expected_total = 0
     for name, trades in live.items():
         try:
-            expected = day_trades(backtest_trades(cfg, name, calendar, day, warmup_until), day, calendar)
+            expected = day_trades(backtest_trades(cfg, name, calendar, day, trading_from[name], refused=refused[name],
+                                                  ml_decisions=RecordedDecisions(decisions[name])), day, calendar)
         except (BarCacheError, StrategySetupError) as exc:
             parity.append(f"{name}: no backtest ({exc})")
             continue
-        replayed += len(expected)
+        expected_total += len(expected)
         parity += [f"{name}: {m}" for m in parity_mismatches(trades, expected)]
+    n_refused = sum(len(cids) for cids in refused.values())
+    n_decisions = sum(len(d) for d in decisions.values())
+    n_vetoes = sum(d.outcome != TAKEN for records in decisions.values() for d in records)
     live_trades = [t for trades in live.values() for t in trades]
-    order_problems = order_mismatches(orders, live_trades)
+    order_problems = order_mismatches(orders, live_trades, exit_orders)
     coordinator_problems = _coordinator_problems(redis, cfg, positions)
     results = [
-        _result(PARITY, parity, {"live_trades": len(live_trades), "backtest_trades": replayed}),
+        _result(PARITY, parity, {"live_trades": len(live_trades), "backtest_trades": expected_total,
+                                 "refused_entries_replayed": n_refused, "ml_decisions_replayed": n_decisions,
+                                 "ml_vetoes_replayed": n_vetoes},
+                f"{n_refused} refused entries and {n_vetoes} ML vetoes replayed "
+                f"(of {n_decisions} recorded ML decisions)"),
         _result(ORDERS, order_problems, {"orders": len(orders)}),
         _result(COORDINATOR, coordinator_problems,
                 {"open_positions": sum(len(p) for p in positions.values())}),
@@ -153,13 +179,32 @@ def day_orders(db: TradesDB, day: date) -> list[OrderRecord]:
     return [order for cid in ids if (order := journal.get(cid)) is not None]
 
 
+def first_live_bar(db: TradesDB, strategy: str) -> datetime | None:
+    """Just before the end of the first bar ``strategy`` took from the live streams: where its warmup ended
+    (None when it never ran live)."""
+    (end,) = db.conn.execute("SELECT MIN(bar_end) FROM bar_log WHERE strategy = ?", (strategy,)).fetchone()
+    return None if end is None else datetime.fromisoformat(end) - timedelta(microseconds=1)
+
+
+def unplaced_entries(db: TradesDB, strategy: str, day: date) -> set[str]:
+    """Client order ids of the entries ``strategy`` signalled through trading day ``day`` but did not place:
+    refused (journaled ``cancelled`` with the reason: killswitch, portfolio limits, a restart) or ``failed``
+    at the broker (which the orders check reports); the live book holds none of them."""
+    rows = db.conn.execute("SELECT client_order_id FROM orders WHERE strategy = ? AND role = 'entry' "
+                           "AND status IN (?, ?) AND trading_day <= ?",
+                           (strategy, OrderStatus.CANCELLED.value, OrderStatus.FAILED.value, day.isoformat()))
+    return {cid for (cid,) in rows}
+
+
 def backtest_trades(cfg: PineConfig, name: str, calendar: SessionCalendar, day: date,
-                    warmup_until: datetime | None) -> list[TradeRecord]:
-    """Strategy ``name`` backtested on its cached bars through the close of ``day`` (the live worker's bars)."""
+                    warmup_until: datetime | None, *, refused: Collection[str] = (),
+                    ml_decisions: DecisionAudit | None = None) -> list[TradeRecord]:
+    """Strategy ``name`` backtested on its cached bars through the close of ``day`` (the live worker's bars),
+    replaying the live run's ``refused`` entries and ``ml_decisions`` (see ``workers.engine.backtest``)."""
     close = calendar.session_end(datetime.combine(day, datetime.min.time(), tzinfo=ZoneInfo(calendar.timezone)))
     cache_dir = cfg.runtime_path(cfg.warmup.cache_dir)
     own = set(cfg.strategies[name].instruments)
-    bars: list[Bar] = []
+    series: dict[tuple[str, str], list[Bar]] = {}
     for root, tf in series_needed(cfg, name):
         path = cache_path(cache_dir, root, tf)
         if root in own:
@@ -172,8 +217,13 @@ def backtest_trades(cfg: PineConfig, name: str, calendar: SessionCalendar, day: 
                     f"({path}{f', complete through {through.isoformat()}' if through else ''}): materialise "
                     f"warmup_cache for {root}, then this partition again")
         if path.exists():  # an optional reference root without history is missing, as for the live worker
-            bars += [b for b in read_bar_list(path) if b.end <= close]
-    return backtest(cfg, name, bars, warmup_until=warmup_until).journal.trades
+            series[(root, tf)] = [b for b in read_bar_list(path) if b.end <= close]
+    if warmup_until is None:
+        bars = [b for k in sorted(series) for b in series[k]]
+        return backtest(cfg, name, bars, refused=refused, ml_decisions=ml_decisions).journal.trades
+    # As the live worker did: a compressed warmup (daily/hourly bars) up to its start, then every bar.
+    return backtest_window(cfg, name, series, warmup_until, close, refused=refused,
+                           ml_decisions=ml_decisions).journal.trades
 
 
 def parity_mismatches(live: Sequence[TradeRecord], expected: Sequence[TradeRecord]) -> list[str]:
@@ -192,18 +242,28 @@ def parity_mismatches(live: Sequence[TradeRecord], expected: Sequence[TradeRecor
     return out
 
 
-def order_mismatches(orders: Sequence[OrderRecord], trades: Sequence[TradeRecord]) -> list[str]:
-    """Orders of the day the broker did not acknowledge, and trades whose orders are not acknowledged ones."""
+def order_mismatches(orders: Sequence[OrderRecord], trades: Sequence[TradeRecord],
+                     exit_orders: Mapping[str, OrderRecord | None] | None = None) -> list[str]:
+    """Orders of the day the broker did not acknowledge, and trades whose exit orders are not acknowledged.
+
+    ``exit_orders``: the journal's record of each trade's exit order, whatever day it was journaled on
+    (an exit signalled at the close fills at the next open: journaled one day, its trade booked the next).
+    """
     # A cancelled order was never sent: nothing for the broker to acknowledge.
     out = [f"order {o.client_order_id} ({o.intent.symbol} {o.intent.role}) is {o.status}"
            for o in orders if o.status not in (OrderStatus.ACKNOWLEDGED, OrderStatus.CANCELLED)]
-    acknowledged = {o.client_order_id for o in orders if o.status is OrderStatus.ACKNOWLEDGED}
     counts = Counter(o.client_order_id for o in orders)
     out += [f"order {cid} journaled {n} times" for cid, n in counts.items() if n > 1]
+    known = {o.client_order_id: o for o in orders} | {k: v for k, v in (exit_orders or {}).items() if v is not None}
     for t in trades:
-        # Entries of earlier days are journaled under their own day: only this day's exits are required here.
-        if t.exit_order_id is not None and t.exit_order_id not in acknowledged:
-            out.append(f"{t.trade_id}: exit order {t.exit_order_id} is not an acknowledged order of the day")
+        # Entries of earlier days are journaled under their own day: only the trade's exit is required here.
+        if t.exit_order_id is None:
+            continue
+        order = known.get(t.exit_order_id)
+        if order is None:
+            out.append(f"{t.trade_id}: exit order {t.exit_order_id} is not in the order journal")
+        elif order.status is not OrderStatus.ACKNOWLEDGED:
+            out.append(f"{t.trade_id}: exit order {t.exit_order_id} is {order.status}, not acknowledged")
     return out
 
 
@@ -235,14 +295,15 @@ def _coordinator_problems(redis: RedisResource, cfg: PineConfig,
     return position_mismatches(positions, [s for s in slots if s.owner in enabled])
 
 
-def _result(name: str, problems: list[str], counts: Mapping[str, int]) -> dg.AssetCheckResult:
+def _result(name: str, problems: list[str], counts: Mapping[str, int], note: str = "") -> dg.AssetCheckResult:
     more = f"\n- … and {len(problems) - _LISTED} more" if len(problems) > _LISTED else ""
+    extra = {"replayed": note} if note else {}
     return dg.AssetCheckResult(
         check_name=name,
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
         description=f"{len(problems)} mismatch(es)" if problems else None,
-        metadata={**counts, "mismatches": len(problems),
+        metadata={**counts, **extra, "mismatches": len(problems),
                   "details": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in problems[:_LISTED]) + more
                                                  or "none")},
     )
@@ -256,6 +317,11 @@ def _alert(cfg: PineConfig, day: date, failed: Mapping[str, list[str]]) -> None:
                                            "\n".join(lines)))
     finally:
         notifier.close()
+
+
+def _through(signal_time: datetime, day: date, calendar: SessionCalendar) -> bool:
+    # A daily signal bar ends at its session's close: the instant just before it belongs to its trading day.
+    return calendar.trading_day(signal_time - timedelta(microseconds=1)) <= day
 
 
 def _economics(t: TradeRecord) -> str:

@@ -49,6 +49,10 @@ class Rig:
         row = self.journal.get(client_order_id("s", symbol, SIGNAL, side))
         return None if row is None else row.status
 
+    def error(self, symbol: str = "CL", side: str = "buy") -> str | None:
+        row = self.journal.get(client_order_id("s", symbol, SIGNAL, side))
+        return None if row is None else row.error
+
 
 def test_the_intent_is_journaled_before_the_request_leaves(redis_url: str, tmp_path: Path) -> None:
     seen: list[tuple[str, int]] = []
@@ -152,9 +156,12 @@ def test_killswitch_is_checked_before_every_order(redis_url: str, tmp_path: Path
         exit_ = rig.submit("GC", Role.EXIT, "sell")
     assert (entry.accepted, exit_.accepted) == (entry_ok, exit_ok)
     assert len(server.requests) == entry_ok + exit_ok
-    if not entry_ok:  # a blocked order is neither journaled nor given a slot
-        assert (entry.status, rig.status("CL")) == ("blocked", None)
+    if not entry_ok:  # a blocked entry gets no slot and is journaled as cancelled, saying why
+        assert (entry.status, rig.status("CL")) == ("blocked", OrderStatus.CANCELLED)
+        assert rig.error("CL") == f"blocked: killswitch {state.value}"
         assert rig.coordinator.owned() == {}
+    if not exit_ok:  # a blocked exit is not journaled: the position stays, its exit is signalled again later
+        assert rig.status("GC", "sell") is None
 
 
 def test_policy_killswitch_true_blocks_this_process(redis_url: str, tmp_path: Path) -> None:
@@ -171,7 +178,7 @@ def test_portfolio_limits_deny_entries_but_not_exits(redis_url: str, tmp_path: P
         assert rig.submit("CL").accepted
         denied = rig.submit("GC")
         assert (denied.accepted, denied.status, denied.detail) == (False, "denied", "portfolio: max_positions")
-        assert rig.status("GC") is None
+        assert (rig.status("GC"), rig.error("GC")) == (OrderStatus.CANCELLED, "denied: portfolio: max_positions")
         assert rig.submit("CL", Role.EXIT, "sell").accepted
         rig.coordinator.release("CL")  # the exit filled
         rig.coordinator.record_pnl(date(2024, 3, 4), "t-1", -600.0)  # the daily stop
@@ -179,6 +186,23 @@ def test_portfolio_limits_deny_entries_but_not_exits(redis_url: str, tmp_path: P
         assert rig.submit("ES", when=later).detail == "portfolio: daily_stop"
         assert rig.submit("ES", when=datetime(2024, 3, 5, 20, tzinfo=UTC)).accepted  # next trading day
     assert len(server.requests) == 3
+
+
+def test_a_refused_entry_stays_refused_after_a_restart(redis_url: str, tmp_path: Path) -> None:
+    """The refusal is durable: a replay of its bar, or the same live step run again, does not place it."""
+    with WebhookServer() as server:
+        rig = Rig(redis_url, tmp_path, server, max_positions=1)
+        assert rig.submit("CL").accepted
+        assert rig.submit("GC").status == "denied"
+        rig.coordinator.release("CL")  # a slot is free now: a fresh decision would be granted
+        restarted = Rig(redis_url, tmp_path, server, max_positions=1)
+        replayed = restarted.submit("GC", replay=True)
+        again = restarted.submit("GC")  # the crashed step run again on the same bar
+        assert len(server.requests) == 1  # only CL's entry was ever sent
+    assert (replayed.accepted, replayed.status) == (False, "cancelled")
+    assert (again.accepted, again.status) == (False, "cancelled")
+    assert (rig.status("GC"), rig.error("GC")) == (OrderStatus.CANCELLED, "denied: portfolio: max_positions")
+    assert "GC" not in rig.coordinator.owned()
 
 
 def test_retries_and_final_states_in_the_journal(redis_url: str, tmp_path: Path) -> None:

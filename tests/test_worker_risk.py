@@ -19,10 +19,17 @@ SYMBOLS = {A: ["CL", "ES"], B: ["GC", "6A"]}
 
 
 def _orders(runtime: Path, strategy: str) -> list[tuple[Any, ...]]:
-    """(symbol, role, status, reason) of the strategy's orders; an entry's reason is its IBS tag, shown as ``ibs``."""
-    rows = query(runtime, "SELECT symbol, role, status, reason FROM orders WHERE strategy = ? ORDER BY created_at",
-                 strategy)
+    """(symbol, role, status, reason) of the strategy's orders but refused entries; an entry's reason is its IBS
+    tag, shown as ``ibs``."""
+    rows = query(runtime, "SELECT symbol, role, status, reason FROM orders WHERE strategy = ? AND status != "
+                          "'cancelled' ORDER BY created_at", strategy)
     return [(*r[:3], "ibs" if r[3].startswith("ibs=") else r[3]) for r in rows]
+
+
+def _refused(runtime: Path, strategy: str) -> list[tuple[Any, ...]]:
+    """(symbol, role, why) of the strategy's refused orders: journaled ``cancelled``, never sent."""
+    return query(runtime, "SELECT symbol, role, error FROM orders WHERE strategy = ? AND status = 'cancelled' "
+                          "ORDER BY created_at", strategy)
 
 
 def _blocked(log: str, what: str, state: str) -> int:
@@ -76,6 +83,10 @@ def test_killswitch_tiers_across_two_workers_and_restarts(redis_url: str, tmp_pa
     assert _blocked(a.stderr, "CL exit sell", "halt") == _blocked(a.stderr, "ES entry buy", "halt") == 1
     assert _blocked(b.stderr, "6A entry buy", "halt") == 1
     assert len(_orders(runtime, A)) == len(_orders(runtime, B)) == 1  # nothing was sent under HALT
+    # Each refused entry is journaled once, as cancelled with the reason (the replay kept the first refused);
+    # a refused exit is not: the position stays and its exit is signalled again.
+    assert _refused(runtime, A) == [("ES", "entry", "blocked: killswitch halt")] * 2
+    assert _refused(runtime, B) == [("6A", "entry", "blocked: killswitch halt")] * 2
 
     killswitch("reduce-only")
     run(4, a, b)
@@ -83,6 +94,7 @@ def test_killswitch_tiers_across_two_workers_and_restarts(redis_url: str, tmp_pa
     assert _blocked(a.stderr, "ES entry buy", "reduce_only") == 1
     assert _blocked(b.stderr, "6A entry buy", "reduce_only") == 1
     assert len(_orders(runtime, B)) == 1
+    assert _refused(runtime, B)[2:] == [("6A", "entry", "blocked: killswitch reduce_only")]
 
     killswitch("flatten")
     run(5, a, b)
@@ -131,8 +143,10 @@ def test_a_daily_stop_hit_by_one_worker_stops_entries_everywhere(redis_url: str,
     a.finish()
     b.finish()
     assert _orders(runtime, "ds_b") == [("GC", "entry", "acknowledged", "ibs")]
-    assert query(runtime, "SELECT client_order_id FROM orders WHERE strategy = 'ds_b'") == [
-        ("ds_b-GC-20240207T230000Z-buy",)]  # the entry of the next trading day, not the one of the stop day
+    assert query(runtime, "SELECT client_order_id, status, error FROM orders WHERE strategy = 'ds_b' "
+                          "ORDER BY created_at") == [
+        ("ds_b-GC-20240206T230000Z-buy", "cancelled", "denied: portfolio: daily_stop"),  # the stop day's
+        ("ds_b-GC-20240207T230000Z-buy", "acknowledged", None)]  # the entry of the next trading day
     assert re.search(r"GC entry buy \(ibs=[0-9.]+\) denied: portfolio: daily_stop", b.stderr)
     assert "DAILY STOP HIT for trading day 2024-02-06" in a.stderr
     hits = [f for _, f in client.xrange(redis_names.PORTFOLIO_EVENTS) if f[b"kind"] == b"daily_stop_hit"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from pine.bars import Bar
 from pine.config.schema import PineConfig
@@ -26,15 +27,16 @@ def series_needed(cfg: PineConfig, name: str) -> list[tuple[str, str]]:
 
 
 def backtest_window(cfg: PineConfig, name: str, series: Mapping[tuple[str, str], Sequence[Bar]], start: datetime,
-                    end: datetime) -> BacktestRun:
+                    end: datetime, **replayed: Any) -> BacktestRun:
     """Trade strategy ``name`` on the bars ending in (``start``, ``end``] after a warmup on those before.
 
     ``series`` maps (root, timeframe) to time-ordered bars; bars of timeframes the strategy's
     warmup compression leaves out are used only after ``start``, as a live worker would.
+    ``replayed``: a live run's recorded decisions (``refused``, ``ml_decisions``; see ``engine.backtest``).
     """
     scfg = cfg.strategy(name)
     warm_tfs = COMPRESSION_TIMEFRAMES[scfg.historical_warmup_compression]
     warm = select_warmup({k: v for k, v in series.items() if k[1] in warm_tfs}, scfg, start)
     bars: list[Bar] = [b for k in sorted(warm) for b in warm[k]]
     bars += [b for k in sorted(series) for b in series[k] if start < b.end <= end]
-    return backtest(cfg, name, bars, warmup_until=start)
+    return backtest(cfg, name, bars, warmup_until=start, **replayed)

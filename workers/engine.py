@@ -107,13 +107,14 @@ def ml_veto(setup: StrategySetup, layout: FeedLayout, runtime_dir: Path | None =
 
 def build_cerebro(cfg: PineConfig, setup: StrategySetup, make_feed: FeedFactory, journal: StepJournal,
                   execution: Execution | None = None, layout: FeedLayout | None = None,
-                  ml: MlVeto | None = None) -> bt.Cerebro:
+                  ml: MlVeto | None = None, refused: Collection[str] = ()) -> bt.Cerebro:
     """A Cerebro with the strategy's feeds (``layout``; default: every configured reference root has
     one), paper broker and strategy.
 
     With an ``execution`` (live workers) every order goes through it; without (backtests) all are placed.
     ``ml``: the worker's ML veto; without one, ML-enabled instruments get a tracker with no models
-    (features computed and reported, no veto: backtests).
+    (features computed and reported, no veto: backtests). ``refused``: client order ids a backtest does not
+    place (a live run's refusals, see :func:`backtest`).
     """
     layout = layout or setup.layout(cfg.instruments)
     if ml is None:
@@ -132,6 +133,7 @@ def build_cerebro(cfg: PineConfig, setup: StrategySetup, make_feed: FeedFactory,
         feeds={spec.name: (spec.root, spec.timeframe) for spec in layout.feeds},
         ml=ml,
         missing_feeds=tuple(layout.missing_feeds),
+        refused=frozenset(refused),
         **setup.params,
     )
     return cerebro
@@ -146,18 +148,26 @@ class BacktestRun:
     layout: FeedLayout
 
 
-def backtest(cfg: PineConfig, name: str, bars: Iterable[Bar], *, warmup_until: datetime | None = None) -> BacktestRun:
+def backtest(cfg: PineConfig, name: str, bars: Iterable[Bar], *, warmup_until: datetime | None = None,
+             refused: Collection[str] = (), ml_decisions: DecisionAudit | None = None) -> BacktestRun:
     """Run strategy ``name`` on ``bars`` (non-live feeds); bars ending by ``warmup_until`` are warmup.
 
     Reference roots with no bars among ``bars`` are missing (optional) or an error (required), as
     for a live worker whose history lacks them.
+
+    A live run's external decisions can be replayed (the daily reconciliation): ``refused`` are the
+    client order ids of entries it did not place (refused by the killswitch or the portfolio limits,
+    failed at the broker), not placed here either;
+    ``ml_decisions`` its recorded ML veto decisions: a recorded signal gets its recorded verdict, any
+    other signal is taken (a backtest loads no models). Without them every signal is taken.
     """
     bars = list(bars)
     setup = resolve_strategy(cfg, name)
     layout = setup.layout({b.symbol for b in bars})
     journal = MemoryJournal()
     feeds = ListFeedSet(bars, warmup_until=warmup_until)
-    [strategy] = build_cerebro(cfg, setup, feeds.make_feed, journal, layout=layout).run()
+    ml = ml_veto(setup, layout, audit=ml_decisions) if ml_decisions is not None else None
+    [strategy] = build_cerebro(cfg, setup, feeds.make_feed, journal, layout=layout, ml=ml, refused=refused).run()
     return BacktestRun(journal, strategy, layout)
 
 

@@ -11,7 +11,9 @@ book (the paper broker, which is also the model of a webhook broker's fills) see
    again) is not sent twice: a final status is reproduced; ``sent`` (in doubt) becomes
    ``unconfirmed`` and is reported; ``pending`` (certainly never sent) is sent now, once, with
    its id. Anything else is new: killswitch check, slot reservation for entries, journal as
-   ``pending``, then delivery (the journal records each attempt before it is made).
+   ``pending``, then delivery (the journal records each attempt before it is made). An entry the
+   killswitch or the coordinator refuses is journaled too, as ``cancelled`` with the reason
+   (``blocked: killswitch …``, ``denied: portfolio: …``), so the refusal outlives the process.
 
 The coordinator's view of this strategy is synced when trading starts (:meth:`start_trading`),
 and kept up to date as entries fill, fail and positions close (live steps only).
@@ -207,8 +209,13 @@ class Execution:
         return Decision(True, OrderStatus.UNCONFIRMED.value, "in doubt after a restart")
 
     def _refuse(self, req: OrderRequest, journaled: bool, what: str, why: str) -> Decision:
-        if journaled:
-            self.journal.resolve(req.client_order_id, OrderStatus.CANCELLED, why)
+        # A refused entry is journaled as cancelled: a durable record of the decision, which a restart's
+        # replay reproduces and the daily reconciliation replays into its backtest. A refused exit is not:
+        # the position stays and the strategy signals its exit again on a later bar.
+        if req.role is Role.ENTRY and not journaled:
+            self.journal.add(self._intent(req))
+        if journaled or req.role is Role.ENTRY:
+            self.journal.resolve(req.client_order_id, OrderStatus.CANCELLED, f"{what}: {why}")
         self.stats.add(what)
         log.warning("%s %s %s (%s) %s: %s", req.symbol, req.role.value, req.side, req.reason, what, why)
         return Decision(False, what, why)

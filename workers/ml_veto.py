@@ -8,7 +8,9 @@ records what the model would have done. A symbol without a champion trades witho
 
 A signal that already has a row in ``ml_decisions`` (its bar replayed after a restart, up to the
 ledger cursor) gets the recorded verdict back, not a new decision: the champion may have changed
-since, and re-deciding could turn a veto into a second entry or drop a trade that was taken.
+since, and re-deciding could turn a veto into a second entry or drop a trade that was taken. The
+daily reconciliation's backtest (no models) replays a live run's decisions the same way
+(:class:`RecordedDecisions`).
 
 ``ml`` is imported only here and only for strategies with ML-enabled instruments: a worker
 without ML never imports the feature library (pandas) or the model registry (mlflow).
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +43,18 @@ class DecisionAudit(Protocol):
     """Where recorded decisions are looked up (``workers.trades_db.TradesDB``)."""
 
     def decision(self, strategy: str, symbol: str, signal_time: datetime) -> DecisionRecord | None: ...
+
+
+class RecordedDecisions:
+    """Decisions a live run recorded (``TradesDB.decisions``), held in memory: the audit of a backtest that
+    replays them (the daily reconciliation), as a restarted worker replays its own."""
+
+    def __init__(self, records: Iterable[DecisionRecord]) -> None:
+        self._by_signal = {(r.strategy, r.symbol, r.signal_time): r for r in records}
+
+    def decision(self, strategy: str, symbol: str, signal_time: datetime) -> DecisionRecord | None:
+        """The decision recorded on ``symbol``'s signal at ``signal_time``, if any."""
+        return self._by_signal.get((strategy, symbol, signal_time))
 
 
 class MlSetupError(RuntimeError):

@@ -25,7 +25,8 @@ coordinator, order journal, broker): an entry or exit it refuses is not placed i
 book, and a triggered protective stop is only executed once it was let through. The first step
 on a bar no earlier run processed starts trading: positions the DB holds but the replay did not
 rebuild are restored into the book. Under the FLATTEN killswitch every position is closed at market.
-Backtests run without an execution: every order is placed.
+Backtests run without an execution: every order is placed, except those a live run refused (``refused``:
+their client order ids, which a reconciliation backtest replays).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class BaseStrategy(bt.Strategy):
 
     # Framework parameters set by the engine, never from the config's ``params``.
     FRAMEWORK_PARAMS: ClassVar[frozenset[str]] = frozenset(
-        {"strategy_name", "sizes", "tick_sizes", "journal", "execution", "feeds", "ml", "missing_feeds"})
+        {"strategy_name", "sizes", "tick_sizes", "journal", "execution", "feeds", "ml", "missing_feeds", "refused"})
     params = (
         ("strategy_name", ""),
         ("sizes", {}),
@@ -119,6 +120,9 @@ class BaseStrategy(bt.Strategy):
         ("feeds", {}),
         ("ml", None),
         ("missing_feeds", ()),
+        # Backtests only: client order ids a live run refused (killswitch, portfolio limits), not placed here
+        # either, so a reconciliation backtest takes the same decisions as the live run.
+        ("refused", frozenset()),
     )
 
     def __init__(self) -> None:
@@ -385,14 +389,14 @@ class BaseStrategy(bt.Strategy):
     def _submit(self, symbol: str, role: Role, side: str, quantity: int, reason: str, signal: BarMeta | None,
                 feed: str, price: float | None, when: datetime | None = None,
                 replay: bool | None = None) -> str | None:
-        """The client order id if the order may be placed, else None (always placed in a backtest).
+        """The client order id if the order may be placed, else None (a backtest places all but ``refused``).
 
         Whether the decision is replayed follows from its signal bar, unless ``replay`` says so.
         """
         signal_time = when if when is not None else (signal.end if signal is not None else self._now(symbol))
         cid = client_order_id(self.p.strategy_name, symbol, signal_time, side)
         if self.execution is None:
-            return cid
+            return None if cid in self.p.refused else cid
         if replay is None:
             replay = signal is not None and self.journal is not None and self.journal.is_replay([(feed, signal)])
         contract = (signal.contract if signal is not None else "") or self._state[symbol].contract
