@@ -42,6 +42,29 @@ LOCATIONS_QUERY: Final = """
         locationOrLoadError { __typename ... on PythonError { message } } } }
     ... on PythonError { message } } }
 """
+# The name Dagster gives the one repository of a ``dg.Definitions`` code location.
+REPOSITORY: Final = "__repository__"
+LAUNCH_RUN_MUTATION: Final = """
+mutation LaunchRun($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on Error { message } } }
+"""
+RUNS_QUERY: Final = """
+query Runs($ids: [String]) { runsOrError(filter: {runIds: $ids}) { __typename
+    ... on Runs { results { runId status } }
+    ... on Error { message } } }
+"""
+# The metadata of a run's materialisations and its asset checks' results.
+RUN_EVENTS_QUERY: Final = """
+query RunEvents($runId: ID!) { runOrError(runId: $runId) { __typename
+    ... on Run { eventConnection(limit: 1000) { events { __typename
+        ... on MaterializationEvent { assetKey { path } partition metadataEntries { label __typename
+            ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue }
+            ... on TextMetadataEntry { text } } }
+        ... on AssetCheckEvaluationEvent { evaluation { checkName success } } } } }
+    ... on Error { message } } }
+"""
 
 
 class DagsterDevError(RuntimeError):
@@ -130,6 +153,44 @@ class DagsterDev:
         if answer.get("errors"):
             raise DagsterDevError(f"GraphQL errors: {answer['errors']}")
         return answer["data"]
+
+    def launch_run(self, job: str, run_config: Mapping[str, Any], tags: Mapping[str, str], *,
+                   assets: list[str] | None = None, location: str = "pine") -> str:
+        """Launch a run of ``job`` of code location ``location`` (through the run queue), of only ``assets``
+        if given; its run id. DagsterDevError naming why Dagster refused it."""
+        selector: dict[str, Any] = {"repositoryLocationName": location, "repositoryName": REPOSITORY, "jobName": job}
+        if assets is not None:
+            selector["assetSelection"] = [{"path": [key]} for key in assets]
+        params = {"selector": selector,
+                  "runConfigData": dict(run_config),
+                  "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}}
+        result = self.graphql(LAUNCH_RUN_MUTATION, {"params": params})["launchRun"]
+        if result["__typename"] == "LaunchRunSuccess":
+            return str(result["run"]["runId"])
+        errors = [e["message"] for e in result.get("errors", [])] or [result.get("message", "")]
+        raise DagsterDevError(f"run of {job} not launched: {result['__typename']}: {'; '.join(errors)}")
+
+    def run_statuses(self, run_ids: list[str]) -> dict[str, str]:
+        """Status of each run (``QUEUED``, ``STARTED``, ``SUCCESS``, ``FAILURE``, …) by run id."""
+        result = self.graphql(RUNS_QUERY, {"ids": run_ids})["runsOrError"]
+        if result["__typename"] != "Runs":
+            raise DagsterDevError(f"runs not readable: {result.get('message')}")
+        return {r["runId"]: r["status"] for r in result["results"]}
+
+    def run_events(self, run_id: str) -> list[dict[str, Any]]:
+        """The materialisations (asset key, partition, metadata entries) and asset check evaluations of a run."""
+        result = self.graphql(RUN_EVENTS_QUERY, {"runId": run_id})["runOrError"]
+        if result["__typename"] != "Run":
+            raise DagsterDevError(f"run {run_id} not readable: {result.get('message')}")
+        return [e for e in result["eventConnection"]["events"] if len(e) > 1]  # events of the two kinds asked for
+
+    def run_url(self, run_id: str) -> str:
+        """The run's page in the UI (its steps, logs and errors)."""
+        return f"{self.url}/runs/{run_id}"
+
+    def asset_url(self, key: str, view: str = "events") -> str:
+        """The asset's page in the UI, on tab ``view`` (``events``: its materialisations; ``partitions``)."""
+        return f"{self.url}/assets/{key}?view={view}"
 
     def location_status(self) -> dict[str, str]:
         """Load status of each code location (``LOADING``, ``LOADED``); DagsterDevError if one failed to load."""

@@ -5,6 +5,8 @@ strategy with the paper broker → trades DB → summary. The days before the re
 written too and aggregated into the warmup caches the workers start from (``demo_history``).
 Meanwhile, in a second process, the ML veto models of one ibs strategy are trained on the
 demo's training history and promoted to champion (``demo_models``), so its worker vetoes.
+Once the market is replayed, Dagster (unless ``--no-dagster``) summarises and reconciles each replayed
+day with trades (``daily_summary_job``, one run per trading day), so its UI shows the demo's trades.
 Everything lives in ``<runtime>/demo``, which is recreated on every run so a demo never mixes
 with real trading state.
 """
@@ -22,20 +24,37 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any, Final
+from urllib.error import URLError
 
 import redis
 
-from orchestration.dagster_dev import DagsterDev
+from hub.history import HistoryError, bars_from_archive
+from orchestration.dagster_dev import DagsterDev, DagsterDevError
 from orchestration.demo_dashboard import DemoDashboard
 from orchestration.demo_history import demo_roots, history_days, prepare_history
 from orchestration.demo_models import TRAINING_SESSIONS, DemoModels, prepare_models
 from orchestration.processes import log_tail, spawn_pine, stop
 from pine import redis_names
+from pine.bar_cache import BarCacheError, bars_frame, cache_path, read_bar_list, write_bars
+from pine.bars import TIMEFRAMES
 from pine.config import PineConfig
 from pine.contracts import load_contract_map
 from pine.redis_server import RedisServer
+
+SUMMARY_JOB: Final = "daily_summary_job"
+# After the replay the code location has normally loaded long ago; this bounds a slow or broken start.
+DAGSTER_LOAD_TIMEOUT_S: Final = 90.0
+DAGSTER_RUNS_TIMEOUT_S: Final = 300.0
+# Each run is a Python process importing the code location: on a small machine more days would make the
+# demo's end drag, so only the last ones go to Dagster.
+DAGSTER_MAX_DAYS: Final = 5
+# Each reconciliation backtests every strategy from the workers' start (about 15 s of CPU per day on the
+# demo's market): the last days are reconciled, earlier ones (if DAGSTER_MAX_DAYS grows) get their summary alone.
+RECONCILED_DAYS: Final = 5
+_FINISHED: Final = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 
 
 @dataclass
@@ -118,8 +137,10 @@ def demo_command(cfg: PineConfig, args: argparse.Namespace) -> int:
                 stop(p.popen)
             print("\npine demo: interrupted", file=sys.stderr)
             return 130
+        if ui is not None and not failed:
+            _summarise_in_dagster(ui, cfg, root_dir, roots, files, handover)
         if args.serve and not failed:
-            _serve(board, root_dir / "trades.db")
+            _serve(board, root_dir / "trades.db", ui)
         if ui is not None:
             print(f"pine demo: Dagster {'had loaded the code location' if ui.is_loaded() else 'was still starting'}"
                   "; stopping it")
@@ -155,16 +176,124 @@ def _train_models(cfg: PineConfig, root_dir: Path, before: date, seed: int) -> D
     return prepare_models(cfg, root_dir, before, seed)
 
 
-def _serve(board: DemoDashboard, trades_db: Path) -> None:
-    """Keep the dashboard (and the demo's Redis) up until Ctrl-C."""
+def _serve(board: DemoDashboard, trades_db: Path, ui: DagsterDev | None) -> None:
+    """Keep the dashboard (and the demo's Redis and Dagster) up until Ctrl-C."""
     state = "answering" if board.ready() else f"NOT answering (see {board.log})"
-    print(f"pine demo: market replayed, {_count(trades_db, 'trades')} trades; dashboard {state} at {board.url} — "
-          "Ctrl-C to stop (the summary follows)", flush=True)
+    dagster = f" and the Dagster UI at {ui.url}" if ui is not None else ""
+    print(f"pine demo: market replayed, {_count(trades_db, 'trades')} trades; dashboard {state} at {board.url}"
+          f"{dagster} — Ctrl-C to stop (the summary follows)", flush=True)
     try:
         while board.proc is not None and board.proc.poll() is None:
             time.sleep(1.0)
     except KeyboardInterrupt:
         print("\npine demo: stopping the dashboard")
+
+
+def _summarise_in_dagster(ui: DagsterDev, cfg: PineConfig, root_dir: Path, roots: list[str], replay: list[Path],
+                          trading_from: datetime | None) -> None:
+    """Run ``daily_summary_job`` in the demo's Dagster for the replayed days with trades (the last
+    ``DAGSTER_MAX_DAYS``), in parallel, and say where the UI shows them; never fails the demo."""
+    days = sorted(_count_by_day(root_dir / "trades.db"))
+    if not days:
+        print("pine demo: no trades, so nothing for Dagster to summarise", flush=True)
+        return
+    began = time.monotonic()
+    chosen = days[-DAGSTER_MAX_DAYS:]
+    reconciled = chosen[-RECONCILED_DAYS:]
+    skipped = f" (the last {len(chosen)} of {len(days)})" if len(chosen) < len(days) else ""
+    print(f"pine demo: Dagster summarises {len(chosen)} trading day(s) with trades{skipped}, {', '.join(chosen)}, "
+          f"and reconciles {', '.join(reconciled)} (a backtest of each strategy per day: a minute or so)",
+          flush=True)
+    if trading_from is not None:  # caches outside the demo's dir were never written: nothing to extend
+        try:
+            _extend_caches(cfg, root_dir, roots, replay)
+        except (HistoryError, BarCacheError) as exc:
+            print(f"pine demo: warmup caches not extended with the replayed days ({exc}): the reconciliation's "
+                  "parity check will say it has no backtest", file=sys.stderr, flush=True)
+    try:
+        ui.wait_loaded(DAGSTER_LOAD_TIMEOUT_S)
+        runs = {day: _launch_summary(ui, day, trading_from if day in reconciled else None, day in reconciled)
+                for day in chosen}
+        statuses = _wait_runs(ui, runs)
+        for day, run_id in runs.items():
+            _report_run(ui, day, run_id, statuses.get(run_id, "UNKNOWN"), day in reconciled)
+    except (DagsterDevError, URLError, OSError) as exc:
+        print(f"pine demo: no daily summaries in Dagster: {exc}", file=sys.stderr, flush=True)
+        return
+    except KeyboardInterrupt:
+        print(f"\npine demo: stopped waiting for the Dagster runs (see {ui.url}/runs)", file=sys.stderr, flush=True)
+        return
+    print(f"pine demo: Dagster UI: the daily summaries (trades, P&L per strategy) at {ui.asset_url('daily_summary')}; "
+          f"the reconciliation per day at {ui.asset_url('daily_reconciliation', 'partitions')} (Dagster took "
+          f"{time.monotonic() - began:.0f}s)", flush=True)
+
+
+def _extend_caches(cfg: PineConfig, root_dir: Path, roots: list[str], replay: list[Path]) -> None:
+    """Append the replayed days' bars to the warmup caches, as the 16:15 ``warmup_refresh`` does after a
+    production day: the reconciliation's parity backtest reads the day's bars from them."""
+    cache_dir = root_dir / cfg.warmup.cache_dir
+    # The replay files alone, aggregated as the demo's hub did: the bars the workers traded on.
+    replayed = bars_from_archive(replay, roots, cfg.sessions.calendar(), timeframes=TIMEFRAMES)
+    for root in roots:
+        for tf in TIMEFRAMES:
+            path = cache_path(cache_dir, root, tf)
+            old = read_bar_list(path) if path.exists() else []
+            new = [b for b in replayed.bars.get((root, tf), []) if not old or b.end > old[-1].end]
+            write_bars(path, bars_frame(old + new), complete_through=replayed.complete_through)
+
+
+def _launch_summary(ui: DagsterDev, day: str, trading_from: datetime | None, reconcile: bool) -> str:
+    """A ``daily_summary_job`` run for ``day``: its summary, and with ``reconcile`` its reconciliation partition
+    (whose backtest warms up on the bars before ``trading_from``, when the workers started trading)."""
+    ops: dict[str, Any] = {"daily_summary": {"config": {"trading_day": day}}}
+    # One process per run, not one per step: the runs share the machine with the rest of the demo.
+    run_config = {"ops": ops, "execution": {"config": {"in_process": {}}}}
+    if not reconcile:
+        return ui.launch_run(SUMMARY_JOB, run_config, {"pine/trading_day": day}, assets=["daily_summary"])
+    ops["daily_reconciliation"] = {"config": {"trading_from": trading_from.isoformat()} if trading_from else {}}
+    return ui.launch_run(SUMMARY_JOB, run_config, {"dagster/partition": day, "pine/trading_day": day})
+
+
+def _wait_runs(ui: DagsterDev, runs: dict[str, str]) -> dict[str, str]:
+    """Poll the runs' statuses, printing each change, until all finished or ``DAGSTER_RUNS_TIMEOUT_S``."""
+    deadline = time.monotonic() + DAGSTER_RUNS_TIMEOUT_S
+    last = ""
+    while True:
+        statuses = ui.run_statuses(list(runs.values()))
+        counts = {s: sum(1 for v in statuses.values() if v == s) for s in sorted(set(statuses.values()))}
+        line = f"  Dagster runs of {SUMMARY_JOB}: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if set(statuses.values()) <= _FINISHED or time.monotonic() > deadline:
+            return statuses
+        time.sleep(1.0)
+
+
+def _report_run(ui: DagsterDev, day: str, run_id: str, status: str, reconciled: bool) -> None:
+    """One line per run: what the day's summary recorded and the reconciliation's checks, or where to look."""
+    if status not in _FINISHED:
+        print(f"  {day}: run still {status.lower()} after {DAGSTER_RUNS_TIMEOUT_S:.0f}s; see {ui.run_url(run_id)}",
+              file=sys.stderr, flush=True)
+        return
+    events = ui.run_events(run_id)
+    summary = next((_metadata(e) for e in events if e["__typename"] == "MaterializationEvent"
+                    and e["assetKey"]["path"] == ["daily_summary"]), None)
+    checks = [e["evaluation"] for e in events if e["__typename"] == "AssetCheckEvaluationEvent"]
+    failed = [c["checkName"] for c in checks if not c["success"]]
+    figures = f"{summary['trades']} trades, net P&L {summary['net_pnl']:,.2f}" if summary else "no summary"
+    recon = (f"reconciliation: {len(failed)} of {len(checks)} checks FAILED ({', '.join(failed)})" if failed
+             else f"reconciliation: {len(checks)} of {len(checks)} checks passed" if checks
+             else "reconciliation did not complete" if reconciled else "not reconciled")
+    if status == "SUCCESS":
+        print(f"  {day}: {figures}; {recon}", flush=True)
+    else:
+        print(f"  {day}: run {status}: {figures}; {recon}; see {ui.run_url(run_id)}", file=sys.stderr, flush=True)
+
+
+def _metadata(event: dict[str, Any]) -> dict[str, Any]:
+    """A materialisation's int, float and text metadata by label."""
+    return {m["label"]: m.get("intValue", m.get("floatValue", m.get("text"))) for m in event["metadataEntries"]}
 
 
 def _dagster(cfg: PineConfig, root_dir: Path, env: dict[str, str]) -> DagsterDev:
@@ -195,6 +324,14 @@ def _watch(procs: list[_Proc], redis_url: str, trades_db: Path) -> list[_Proc]:
         time.sleep(1.0)
     client.close()
     return [p for p in procs if p.popen.returncode != 0]
+
+
+def _count_by_day(db: Path) -> dict[str, int]:
+    """Closed trades per trading day (``YYYY-MM-DD``)."""
+    if not db.exists():
+        return {}
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return dict(conn.execute("SELECT trading_day, count(*) FROM trades GROUP BY trading_day").fetchall())
 
 
 def _count(db: Path, table: str) -> int:
