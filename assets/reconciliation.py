@@ -106,15 +106,17 @@ def daily_reconciliation(
         db = TradesDB(cfg.trades_db_path, calendar=calendar)
         try:
             live = {name: day_trades(db.trades(name), day, calendar) for name in live}
-            orders = day_orders(db, day)
             journal = OrderJournal(db)
+            orders = journal.of_day(day)
             exit_orders = {t.exit_order_id: journal.get(t.exit_order_id)
                            for trades in live.values() for t in trades if t.exit_order_id is not None}
             positions = {name: db.open_positions(name) for name in live}
             # Every day's, not only this one's: the backtest trades from the start of the caches.
-            refused = {name: unplaced_entries(db, name, day) for name in live}
+            refused = {name: journal.unplaced_entries(name, day) for name in live}
             if warmup_until is None:
-                trading_from = {name: first_live_bar(db, name) for name in live}
+                # Just before the worker's first live bar ends: where its warmup stopped.
+                trading_from = {name: None if (end := db.first_live_bar_end(name)) is None
+                                else end - timedelta(microseconds=1) for name in live}
             decisions = {name: [d for d in db.decisions(name) if _through(d.signal_time, day, calendar)]
                          for name in live}
         finally:
@@ -169,31 +171,6 @@ def day_trades(trades: Iterable[TradeRecord], day: date, calendar: SessionCalend
     """The trades whose exit falls in trading day ``day``, in (exit, symbol, entry) order."""
     out = [t for t in trades if calendar.trading_day(t.exit_time - timedelta(microseconds=1)) == day]
     return sorted(out, key=lambda t: (t.exit_time, t.symbol, t.entry_time))
-
-
-def day_orders(db: TradesDB, day: date) -> list[OrderRecord]:
-    """The journaled orders of trading day ``day``."""
-    journal = OrderJournal(db)
-    ids = [row[0] for row in db.conn.execute("SELECT client_order_id FROM orders WHERE trading_day = ? "
-                                              "ORDER BY created_at", (day.isoformat(),))]
-    return [order for cid in ids if (order := journal.get(cid)) is not None]
-
-
-def first_live_bar(db: TradesDB, strategy: str) -> datetime | None:
-    """Just before the end of the first bar ``strategy`` took from the live streams: where its warmup ended
-    (None when it never ran live)."""
-    (end,) = db.conn.execute("SELECT MIN(bar_end) FROM bar_log WHERE strategy = ?", (strategy,)).fetchone()
-    return None if end is None else datetime.fromisoformat(end) - timedelta(microseconds=1)
-
-
-def unplaced_entries(db: TradesDB, strategy: str, day: date) -> set[str]:
-    """Client order ids of the entries ``strategy`` signalled through trading day ``day`` but did not place:
-    refused (journaled ``cancelled`` with the reason: killswitch, portfolio limits, a restart) or ``failed``
-    at the broker (which the orders check reports); the live book holds none of them."""
-    rows = db.conn.execute("SELECT client_order_id FROM orders WHERE strategy = ? AND role = 'entry' "
-                           "AND status IN (?, ?) AND trading_day <= ?",
-                           (strategy, OrderStatus.CANCELLED.value, OrderStatus.FAILED.value, day.isoformat()))
-    return {cid for (cid,) in rows}
 
 
 def backtest_trades(cfg: PineConfig, name: str, calendar: SessionCalendar, day: date,

@@ -154,6 +154,22 @@ class OrderJournal:
         ).fetchall()
         return [_record(r) for r in rows]
 
+    def of_day(self, trading_day: date) -> list[OrderRecord]:
+        """Every strategy's orders journaled for ``trading_day`` (in journal order)."""
+        rows = self.db.conn.execute(_SELECT + " WHERE trading_day = ? ORDER BY created_at",
+                                    (trading_day.isoformat(),)).fetchall()
+        return [_record(r) for r in rows]
+
+    def unplaced_entries(self, strategy: str, through: date) -> set[str]:
+        """Client order ids of the entries ``strategy`` signalled through trading day ``through`` but did not
+        place: refused (``cancelled`` with the reason: killswitch, portfolio limits, a restart) or ``failed``
+        at the broker; the live book holds none of them."""
+        rows = self.db.conn.execute(
+            "SELECT client_order_id FROM orders WHERE strategy = ? AND role = 'entry' AND status IN (?, ?) "
+            "AND trading_day <= ?", (strategy, OrderStatus.CANCELLED.value, OrderStatus.FAILED.value,
+                                     through.isoformat()))
+        return {cid for (cid,) in rows}
+
     def accepted_exits(self, strategy: str, reason: str) -> dict[datetime, list[str]]:
         """Symbols of the placed exits of ``strategy`` with ``reason``, by signal time."""
         out: dict[datetime, list[str]] = {}

@@ -141,6 +141,11 @@ class TradesDB:
         self.conn.execute("BEGIN IMMEDIATE")
         self.conn.execute("ROLLBACK")
 
+    def first_live_bar_end(self, strategy: str) -> datetime | None:
+        """The end of the first bar ``strategy`` took from the live streams (None: it never ran live)."""
+        (end,) = self.conn.execute("SELECT MIN(bar_end) FROM bar_log WHERE strategy = ?", (strategy,)).fetchone()
+        return None if end is None else datetime.fromisoformat(end)
+
     def cursors(self, strategy: str) -> dict[str, StreamId]:
         """Per feed, the largest stream id already ledgered for ``strategy``."""
         feeds = [r[0] for r in self.conn.execute("SELECT DISTINCT feed FROM bar_log WHERE strategy = ?", (strategy,))]
