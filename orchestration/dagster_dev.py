@@ -155,12 +155,10 @@ class DagsterDev:
         return answer["data"]
 
     def launch_run(self, job: str, run_config: Mapping[str, Any], tags: Mapping[str, str], *,
-                   assets: list[str] | None = None, location: str = "pine") -> str:
-        """Launch a run of ``job`` of code location ``location`` (through the run queue), of only ``assets``
-        if given; its run id. DagsterDevError naming why Dagster refused it."""
-        selector: dict[str, Any] = {"repositoryLocationName": location, "repositoryName": REPOSITORY, "jobName": job}
-        if assets is not None:
-            selector["assetSelection"] = [{"path": [key]} for key in assets]
+                   location: str = "pine") -> str:
+        """Launch a run of ``job`` of code location ``location`` (through the run queue); its run id.
+        DagsterDevError naming why Dagster refused it."""
+        selector = {"repositoryLocationName": location, "repositoryName": REPOSITORY, "jobName": job}
         params = {"selector": selector,
                   "runConfigData": dict(run_config),
                   "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}}

@@ -48,12 +48,9 @@ SUMMARY_JOB: Final = "daily_summary_job"
 # After the replay the code location has normally loaded long ago; this bounds a slow or broken start.
 DAGSTER_LOAD_TIMEOUT_S: Final = 90.0
 DAGSTER_RUNS_TIMEOUT_S: Final = 300.0
-# Each run is a Python process importing the code location: on a small machine more days would make the
-# demo's end drag, so only the last ones go to Dagster.
+# Each run is a Python process importing the code location and backtesting every strategy from the workers'
+# start (about 15 s of CPU per day on the demo's market): only the last days go to Dagster.
 DAGSTER_MAX_DAYS: Final = 5
-# Each reconciliation backtests every strategy from the workers' start (about 15 s of CPU per day on the
-# demo's market): the last days are reconciled, earlier ones (if DAGSTER_MAX_DAYS grows) get their summary alone.
-RECONCILED_DAYS: Final = 5
 _FINISHED: Final = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 
 
@@ -190,7 +187,7 @@ def _serve(board: DemoDashboard, trades_db: Path, ui: DagsterDev | None) -> None
 
 
 def _summarise_in_dagster(ui: DagsterDev, cfg: PineConfig, root_dir: Path, roots: list[str], replay: list[Path],
-                          trading_from: datetime | None) -> None:
+                          handover: datetime | None) -> None:
     """Run ``daily_summary_job`` in the demo's Dagster for the replayed days with trades (the last
     ``DAGSTER_MAX_DAYS``), in parallel, and say where the UI shows them; never fails the demo."""
     days = sorted(_count_by_day(root_dir / "trades.db"))
@@ -199,12 +196,10 @@ def _summarise_in_dagster(ui: DagsterDev, cfg: PineConfig, root_dir: Path, roots
         return
     began = time.monotonic()
     chosen = days[-DAGSTER_MAX_DAYS:]
-    reconciled = chosen[-RECONCILED_DAYS:]
     skipped = f" (the last {len(chosen)} of {len(days)})" if len(chosen) < len(days) else ""
-    print(f"pine demo: Dagster summarises {len(chosen)} trading day(s) with trades{skipped}, {', '.join(chosen)}, "
-          f"and reconciles {', '.join(reconciled)} (a backtest of each strategy per day: a minute or so)",
-          flush=True)
-    if trading_from is not None:  # caches outside the demo's dir were never written: nothing to extend
+    print(f"pine demo: Dagster summarises and reconciles {len(chosen)} trading day(s) with trades{skipped}, "
+          f"{', '.join(chosen)} (a backtest of each strategy per day: a minute or so)", flush=True)
+    if handover is not None:  # caches outside the demo's dir were never written: nothing to extend
         try:
             _extend_caches(cfg, root_dir, roots, replay)
         except (HistoryError, BarCacheError) as exc:
@@ -212,11 +207,10 @@ def _summarise_in_dagster(ui: DagsterDev, cfg: PineConfig, root_dir: Path, roots
                   "parity check will say it has no backtest", file=sys.stderr, flush=True)
     try:
         ui.wait_loaded(DAGSTER_LOAD_TIMEOUT_S)
-        runs = {day: _launch_summary(ui, day, trading_from if day in reconciled else None, day in reconciled)
-                for day in chosen}
+        runs = {day: _launch_summary(ui, day) for day in chosen}
         statuses = _wait_runs(ui, runs)
         for day, run_id in runs.items():
-            _report_run(ui, day, run_id, statuses.get(run_id, "UNKNOWN"), day in reconciled)
+            _report_run(ui, day, run_id, statuses.get(run_id, "UNKNOWN"))
     except (DagsterDevError, URLError, OSError) as exc:
         print(f"pine demo: no daily summaries in Dagster: {exc}", file=sys.stderr, flush=True)
         return
@@ -242,15 +236,12 @@ def _extend_caches(cfg: PineConfig, root_dir: Path, roots: list[str], replay: li
             write_bars(path, bars_frame(old + new), complete_through=replayed.complete_through)
 
 
-def _launch_summary(ui: DagsterDev, day: str, trading_from: datetime | None, reconcile: bool) -> str:
-    """A ``daily_summary_job`` run for ``day``: its summary, and with ``reconcile`` its reconciliation partition
-    (whose backtest warms up on the bars before ``trading_from``, when the workers started trading)."""
-    ops: dict[str, Any] = {"daily_summary": {"config": {"trading_day": day}}}
+def _launch_summary(ui: DagsterDev, day: str) -> str:
+    """A ``daily_summary_job`` run for ``day``: its summary and its reconciliation partition (whose backtest
+    starts where the workers did, read from the trades DB's bar log)."""
     # One process per run, not one per step: the runs share the machine with the rest of the demo.
-    run_config = {"ops": ops, "execution": {"config": {"in_process": {}}}}
-    if not reconcile:
-        return ui.launch_run(SUMMARY_JOB, run_config, {"pine/trading_day": day}, assets=["daily_summary"])
-    ops["daily_reconciliation"] = {"config": {"trading_from": trading_from.isoformat()} if trading_from else {}}
+    run_config = {"ops": {"daily_summary": {"config": {"trading_day": day}}},
+                  "execution": {"config": {"in_process": {}}}}
     return ui.launch_run(SUMMARY_JOB, run_config, {"dagster/partition": day, "pine/trading_day": day})
 
 
@@ -270,7 +261,7 @@ def _wait_runs(ui: DagsterDev, runs: dict[str, str]) -> dict[str, str]:
         time.sleep(1.0)
 
 
-def _report_run(ui: DagsterDev, day: str, run_id: str, status: str, reconciled: bool) -> None:
+def _report_run(ui: DagsterDev, day: str, run_id: str, status: str) -> None:
     """One line per run: what the day's summary recorded and the reconciliation's checks, or where to look."""
     if status not in _FINISHED:
         print(f"  {day}: run still {status.lower()} after {DAGSTER_RUNS_TIMEOUT_S:.0f}s; see {ui.run_url(run_id)}",
@@ -284,7 +275,7 @@ def _report_run(ui: DagsterDev, day: str, run_id: str, status: str, reconciled: 
     figures = f"{summary['trades']} trades, net P&L {summary['net_pnl']:,.2f}" if summary else "no summary"
     recon = (f"reconciliation: {len(failed)} of {len(checks)} checks FAILED ({', '.join(failed)})" if failed
              else f"reconciliation: {len(checks)} of {len(checks)} checks passed" if checks
-             else "reconciliation did not complete" if reconciled else "not reconciled")
+             else "reconciliation did not complete")
     if status == "SUCCESS":
         print(f"  {day}: {figures}; {recon}", flush=True)
     else:
