@@ -30,6 +30,8 @@ def _empty_is_none(v: Any) -> Any:
 # An empty value (``${VAR:-}`` with VAR unset) means "not set".
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_is_none)]
 OptionalStr = Annotated[str | None, BeforeValidator(_empty_is_none)]
+# Who sends the daily summary (``notifications.daily_summary_sender``; ``pine.notify.summary``).
+SummarySender = Literal["auto", "workers", "dagster"]
 
 
 class DatabentoConfig(_Strict):
@@ -261,7 +263,7 @@ class NotificationsConfig(_Strict):
     # ``ops:dagster:alive`` in Redis), with the reconciliation result; the workers then hold back until
     # ``summary_wait_minutes`` after the close and send it only if Dagster has not. ``dagster``: the same,
     # whether or not Dagster is seen. ``workers``: the workers as soon as all passed the close; Dagster never.
-    daily_summary_sender: Literal["auto", "workers", "dagster"] = "auto"
+    daily_summary_sender: SummarySender = "auto"
 
 
 class DashboardConfig(_Strict):

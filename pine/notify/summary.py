@@ -36,12 +36,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 from zoneinfo import ZoneInfo
 
 import redis
 
 from pine import redis_names
+from pine.config.schema import SummarySender
 from pine.notify.events import EmbedField, Kind, Message, pnl_color
 from pine.notify.messages import money
 from pine.sessions import SessionCalendar
@@ -50,8 +51,6 @@ from pine.trade_stats import TradeRef, TradeStats, stats_by_strategy
 log = logging.getLogger(__name__)
 
 DAY_KEY_TTL_S: Final = 8 * 24 * 3600
-
-SummarySender = Literal["auto", "workers", "dagster"]
 
 
 def summary_event_id(day: date) -> str:
